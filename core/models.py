@@ -1,0 +1,364 @@
+"""Where the IndexTTS-2 model files are, whether they are intact, and how to fetch them.
+
+Layout (upstream's, reused unchanged)::
+
+    <model_dir>/config.yaml gpt.pth s2mel.pth bpe.model wav2vec2bert_stats.pt feat1.pt feat2.pt
+    <model_dir>/qwen0.6bemo4-merge/...                 (emotion from text; optional)
+    <model_dir>/hf_cache/w2v-bert-2.0/{config.json,model.safetensors}
+    <model_dir>/hf_cache/semantic_codec_model.safetensors
+    <model_dir>/hf_cache/campplus_cn_common.bin
+    <model_dir>/hf_cache/bigvgan/{config.json,bigvgan_generator.pt}
+
+Auxiliary files already in the standard HuggingFace cache are used from there (never downloaded twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "IndexTTS2 Desktop"
+MAIN_REPO = "IndexTeam/IndexTTS-2"
+MODELSCOPE_REPOS = {  # HF repo -> ModelScope model id, where they differ
+    "funasr/campplus": "iic/speech_campplus_sv_zh-cn_16k-common",
+    "facebook/w2v-bert-2.0": "AI-ModelScope/w2v-bert-2.0",
+}
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    repo: str
+    remote: str  # path inside the repo
+    local: str  # path relative to the model folder
+    what: str
+    size: int | None = None
+    sha256: str | None = None
+    optional: bool = False
+
+
+_Q = "qwen0.6bemo4-merge"
+MANIFEST: tuple[ModelFile, ...] = (
+    ModelFile(MAIN_REPO, "config.yaml", "config.yaml", "IndexTTS-2 config", 2880,
+              "c8a8c105c84230c38f5935c1be4eba3e199a2839e02316866e16c827ab875ed2"),
+    ModelFile(MAIN_REPO, "bpe.model", "bpe.model", "text tokenizer (BPE)", 475997,
+              "b2a5ce8090d32da3642cc4f81fdc996376bc6dd3f4cd5e3d165f71120d9f2bc8"),
+    ModelFile(MAIN_REPO, "gpt.pth", "gpt.pth", "GPT (UnifiedVoice v2)"),
+    ModelFile(MAIN_REPO, "s2mel.pth", "s2mel.pth", "s2mel (flow matching)"),
+    ModelFile(MAIN_REPO, "wav2vec2bert_stats.pt", "wav2vec2bert_stats.pt", "w2v-BERT statistics", 9343,
+              "c9c176c2b8850ab2e3ba828bbfa969deaf4566ce55db5f2687b8430b87526ad2"),
+    ModelFile(MAIN_REPO, "feat1.pt", "feat1.pt", "speaker emotion matrix", 57170,
+              "f219cb447d80216ba615666da2ff8d63ac544eee26657f3a7b278692bf7a67c4"),
+    ModelFile(MAIN_REPO, "feat2.pt", "feat2.pt", "emotion matrix", 374866,
+              "9c4292e96dee535aea9a6206e9a0c856dd578dde9212acdb16dd3ada4d12bf80"),
+    ModelFile(MAIN_REPO, f"{_Q}/config.json", f"{_Q}/config.json", "QwenEmotion config", optional=True),
+    ModelFile(MAIN_REPO, f"{_Q}/model.safetensors", f"{_Q}/model.safetensors", "QwenEmotion weights", optional=True),
+    ModelFile(MAIN_REPO, f"{_Q}/tokenizer.json", f"{_Q}/tokenizer.json", "QwenEmotion tokenizer", optional=True),
+    ModelFile(MAIN_REPO, f"{_Q}/tokenizer_config.json", f"{_Q}/tokenizer_config.json", "QwenEmotion chat template",
+              optional=True),
+    ModelFile("facebook/w2v-bert-2.0", "config.json", "hf_cache/w2v-bert-2.0/config.json", "w2v-BERT 2.0 config"),
+    ModelFile("facebook/w2v-bert-2.0", "model.safetensors", "hf_cache/w2v-bert-2.0/model.safetensors",
+              "w2v-BERT 2.0 weights", 2322063736),
+    ModelFile("amphion/MaskGCT", "semantic_codec/model.safetensors", "hf_cache/semantic_codec_model.safetensors",
+              "MaskGCT semantic codec"),
+    ModelFile("funasr/campplus", "campplus_cn_common.bin", "hf_cache/campplus_cn_common.bin", "CAMPPlus speaker encoder"),
+    ModelFile("nvidia/bigvgan_v2_22khz_80band_256x", "config.json", "hf_cache/bigvgan/config.json", "BigVGAN config"),
+    ModelFile("nvidia/bigvgan_v2_22khz_80band_256x", "bigvgan_generator.pt", "hf_cache/bigvgan/bigvgan_generator.pt",
+              "BigVGAN vocoder"),
+)
+
+
+class ModelSetupError(RuntimeError):
+    """Model files missing/corrupt, or a download failed; the message says which file and what to do."""
+
+
+def default_model_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False)) / "checkpoints"
+
+
+def locate_model_dir(explicit: str | Path | None = None, settings_dir: str | Path | None = None) -> Path:
+    """An explicit folder, then ``$INDEXTTS_MODEL_DIR``, then the app's setting, then the platform data dir."""
+    for candidate in (explicit, os.environ.get("INDEXTTS_MODEL_DIR"), settings_dir):
+        if candidate:
+            return Path(candidate).expanduser()
+    return default_model_dir()
+
+
+def _hf_cached(repo: str, remote: str) -> Path | None:
+    """The file from the standard HF cache, if it is there (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - dependency
+        return None
+    found = try_to_load_from_cache(repo, remote)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def resolve(model_dir: Path, item: ModelFile) -> Path:
+    """Where ``item`` is: the model folder, else the standard HF cache, else its (missing) model-folder path."""
+    local = Path(model_dir) / item.local
+    if local.exists() or item.repo == MAIN_REPO:
+        return local
+    return _hf_cached(item.repo, item.remote) or local
+
+
+@dataclass
+class ModelPaths:
+    config: Path
+    gpt: Path
+    s2mel: Path
+    bpe: Path
+    w2v_stats: Path
+    feat1: Path
+    feat2: Path
+    w2v_bert: Path | None  # HF dir; None when features are given (tests)
+    semantic_codec: Path
+    campplus: Path
+    bigvgan: Path  # dir with config.json + bigvgan_generator.pt
+    qwen: Path | None = None
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> ModelPaths:
+        from .config import load_config
+
+        model_dir = Path(model_dir)
+        cfg = load_config(model_dir / "config.yaml")
+        by_local = {m.local: resolve(model_dir, m) for m in MANIFEST}
+        qwen = model_dir / cfg.qwen_emo_path.strip().rstrip("/")
+        return cls(
+            config=cfg.path,
+            gpt=model_dir / cfg.gpt_checkpoint,
+            s2mel=model_dir / cfg.s2mel_checkpoint,
+            bpe=model_dir / cfg.bpe_model,
+            w2v_stats=model_dir / cfg.w2v_stat,
+            feat1=model_dir / cfg.spk_matrix,
+            feat2=model_dir / cfg.emo_matrix,
+            w2v_bert=by_local["hf_cache/w2v-bert-2.0/model.safetensors"].parent,
+            semantic_codec=by_local["hf_cache/semantic_codec_model.safetensors"],
+            campplus=by_local["hf_cache/campplus_cn_common.bin"],
+            bigvgan=by_local["hf_cache/bigvgan/bigvgan_generator.pt"].parent,
+            qwen=qwen if (qwen / "config.json").is_file() else None,
+        )
+
+
+# ----------------------------------------------------------------------------------------------- checking
+
+
+@dataclass
+class FileStatus:
+    item: ModelFile
+    path: Path
+    state: str  # "ok" | "missing" | "partial" | "corrupt"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _structure_problem(path: Path) -> str | None:
+    """A cheap integrity check by format: torch zips need their central directory, safetensors their data."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if path.suffix in (".pth", ".pt", ".bin"):
+        if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+            return "truncated torch archive (no zip directory)"
+        if head[:2] != b"PK" and head[:1] != b"\x80":
+            return "not a torch checkpoint"
+    elif path.suffix == ".safetensors":
+        if len(head) < 8:
+            return "truncated safetensors header"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return "truncated safetensors header"
+        with open(path, "rb") as fh:
+            fh.seek(8)
+            try:
+                header = json.loads(fh.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return "corrupt safetensors header"
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            return f"size {size} does not match its header ({8 + n + end} bytes expected)"
+    elif path.suffix in (".json",):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "not valid JSON"
+    return None
+
+
+def check_file(path: Path, item: ModelFile, *, verify_hash: bool = False) -> FileStatus:
+    if not path.is_file():
+        return FileStatus(item, path, "missing")
+    size = path.stat().st_size
+    if item.size is not None and size < item.size:
+        return FileStatus(item, path, "partial", f"{size} of {item.size} bytes")
+    if item.size is not None and size > item.size:
+        return FileStatus(item, path, "corrupt", f"{size} bytes, expected {item.size}")
+    problem = _structure_problem(path)
+    if problem:
+        return FileStatus(item, path, "partial" if "truncated" in problem else "corrupt", problem)
+    if verify_hash and item.sha256 and sha256_file(path) != item.sha256:
+        return FileStatus(item, path, "corrupt", "SHA-256 does not match")
+    return FileStatus(item, path, "ok")
+
+
+def check(model_dir: str | Path, *, verify_hash: bool = False, include_optional: bool = True,
+          manifest: tuple[ModelFile, ...] = MANIFEST) -> list[FileStatus]:
+    """The state of every manifest file (small files are always hash-checked)."""
+    model_dir = Path(model_dir)
+    out = []
+    for item in manifest:
+        if item.optional and not include_optional:
+            continue
+        small = item.size is not None and item.size < (1 << 20)
+        out.append(check_file(resolve(model_dir, item), item, verify_hash=verify_hash or small))
+    return out
+
+
+def problems(statuses: list[FileStatus], *, include_optional: bool = False) -> list[FileStatus]:
+    return [s for s in statuses if not s.ok and (include_optional or not s.item.optional)]
+
+
+def describe(status: FileStatus) -> str:
+    extra = f" ({status.detail})" if status.detail else ""
+    return f"{status.state:8s} {status.item.local}  [{status.item.what}]{extra}"
+
+
+# --------------------------------------------------------------------------------------------- download
+
+ByteProgress = Callable[[str, int, int | None], None]  # (file, bytes done, bytes total)
+
+
+class DownloadCancelled(ModelSetupError):
+    pass
+
+
+def _tqdm_class(name: str, on_bytes: ByteProgress | None, cancel: threading.Event | None):
+    from tqdm.auto import tqdm as base
+
+    class Progress(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)
+
+        def update(self, n=1):
+            if cancel is not None and cancel.is_set():
+                raise DownloadCancelled("Download cancelled.")
+            self._done += int(n or 0)
+            if on_bytes is not None:
+                on_bytes(name, self._done, self.total)
+            return super().update(n)
+
+    return Progress
+
+
+def download(
+    model_dir: str | Path,
+    *,
+    source: str = "hf",
+    endpoint: str | None = None,
+    include_optional: bool = True,
+    on_bytes: ByteProgress | None = None,
+    on_file: Callable[[int, int, ModelFile], None] | None = None,
+    cancel: threading.Event | None = None,
+    manifest: tuple[ModelFile, ...] = MANIFEST,
+) -> list[FileStatus]:
+    """Fetch every missing/partial/corrupt file; returns the final check.
+
+    Each file is downloaded into ``<model_dir>/.download`` (huggingface_hub resumes interrupted transfers
+    there), verified (size, structure, SHA-256 against the manifest or the hub's LFS etag), and only then
+    moved into place. ``endpoint`` (or ``$HF_ENDPOINT``) selects a mirror; ``source="modelscope"`` uses
+    ModelScope's HF-compatible endpoint when the ``modelscope`` package is not installed.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / ".download"
+    todo = [s for s in check(model_dir, include_optional=include_optional, manifest=manifest) if not s.ok]
+    for index, status in enumerate(todo):
+        item = status.item
+        if on_file is not None:
+            on_file(index, len(todo), item)
+        if cancel is not None and cancel.is_set():
+            raise DownloadCancelled("Download cancelled.")
+        target = model_dir / item.local
+        fetched = _fetch(item, staging, source=source, endpoint=endpoint, on_bytes=on_bytes, cancel=cancel)
+        result = check_file(fetched, item, verify_hash=True)
+        if not result.ok:
+            fetched.unlink(missing_ok=True)
+            raise ModelSetupError(
+                f"Downloaded {item.local} is {result.state} ({result.detail}); it was removed. Run the download again."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(fetched, target)
+        log.info("installed %s", target)
+    return check(model_dir, include_optional=include_optional, manifest=manifest)
+
+
+def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None, on_bytes: ByteProgress | None,
+           cancel: threading.Event | None) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo = item.repo
+    if source == "modelscope":
+        repo = MODELSCOPE_REPOS.get(repo, repo)
+        endpoint = endpoint or "https://www.modelscope.cn/models"  # HF-compatible resolve/ URLs
+    elif source != "hf":
+        raise ModelSetupError(f"Unknown download source {source!r}; use 'hf' or 'modelscope'.")
+    try:
+        path = Path(
+            hf_hub_download(
+                repo, item.remote, local_dir=staging / repo.replace("/", "--"), endpoint=endpoint,
+                tqdm_class=_tqdm_class(item.local, on_bytes, cancel), etag_timeout=30,
+            )
+        )
+        if item.sha256 is None:
+            meta = get_hf_file_metadata(hf_hub_url(repo, item.remote, endpoint=endpoint), timeout=30)
+            expected = (meta.etag or "").strip('"')
+            if len(expected) == 64 and all(c in "0123456789abcdef" for c in expected):
+                if sha256_file(path) != expected:
+                    path.unlink(missing_ok=True)
+                    raise ModelSetupError(f"{item.local}: downloaded data does not match the server's checksum; removed. "
+                                          "Run the download again.")
+        return path
+    except DownloadCancelled:
+        raise
+    except ModelSetupError:
+        raise
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise ModelSetupError(
+            f"Could not download {item.remote} from {repo} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Check your internet connection (or set HF_ENDPOINT to a mirror) and try again; finished files are kept."
+        ) from exc
+    except Exception as exc:  # httpx/network errors surface with various types
+        if isinstance(exc, DownloadCancelled) or "Cancelled" in type(exc).__name__:
+            raise DownloadCancelled("Download cancelled.") from exc
+        raise ModelSetupError(
+            f"Could not download {item.remote} from {repo} ({type(exc).__name__}: {exc}). "
+            "Check your internet connection and try again; finished files are kept."
+        ) from exc
