@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import fold_weight_norm, load_safetensors, load_strict
+from core.checkpoints import CheckpointError, fold_weight_norm, load_safetensors, load_strict
 from core.config import SemanticCodecConfig
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,18 @@ class SemanticCodec(nn.Module):
     def from_file(cls, path: str | Path, cfg: SemanticCodecConfig) -> SemanticCodec:
         """Load ``semantic_codec/model.safetensors`` strictly (every key, decoder included, must fit ``cfg``)."""
         what = "Semantic codec"
-        state = fold_weight_norm(load_safetensors(path, what=what))
-        decoder_state = {k[len("decoder.") :]: v.to("meta") for k, v in state.items() if k.startswith("decoder.")}
+        try:
+            state = fold_weight_norm(load_safetensors(path, what=what))
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{what} {path}: {exc}. Re-download the model files (python main.py models download)."
+            ) from exc
+        # The unused decoder is checked key by key and shape by shape, without allocating it, then dropped.
+        decoder_state = {k: v.to("meta") for k, v in state.items() if k.startswith("decoder.")}
         with torch.device("meta"):
-            decoder = _backbone_and_linear(cfg)
-        load_strict(decoder, decoder_state, source=path, what=f"{what} (decoder part)")
+            holder = nn.Module()
+            holder.decoder = _backbone_and_linear(cfg)
+        load_strict(holder, decoder_state, source=path, what=f"{what} (decoder part)")
         model = cls(cfg)
         load_strict(model, {k: v for k, v in state.items() if not k.startswith("decoder.")}, source=path, what=what)
         log.info("semantic codec loaded from %s", path)
