@@ -1,0 +1,198 @@
+"""A stand-in engine with exactly the public engine API (:class:`core.api.EngineProtocol`).
+
+It needs no model files: it "speaks" a few shaped tones per segment, reports progress per stage and
+segment, honours the cancel event within about 0.02 s, and rejects bad input with the same kind of
+:class:`~core.api.EngineError` the real engine raises. Used by the GUI tests and by ``main.py --standin``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from core.api import (
+    EMOTION_NAMES,
+    SAMPLE_RATE,
+    Cancelled,
+    Emotion,
+    EngineError,
+    GenerationSettings,
+    Progress,
+    ProgressCallback,
+    SegmentAudio,
+    SynthesisResult,
+)
+
+log = logging.getLogger(__name__)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;\u3002\uff01\uff1f\uff1b\u2026])\s*|\n+")
+_CLAUSE_END = re.compile(r"(?<=[,\uff0c\u3001:\uff1a])\s*")
+_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
+# Pitch multipliers per emotion (happy higher, sad lower ...), only to make the stand-in audibly react.
+_EMOTION_PITCH = dict(zip(EMOTION_NAMES, (1.25, 1.15, 0.85, 1.1, 0.95, 0.8, 1.3, 0.9)))
+
+
+def count_tokens(text: str) -> int:
+    """A rough token count: one per CJK character, one per other word."""
+    return len(_TOKEN.findall(text))
+
+
+class StandInEngine:
+    """Synthetic voice engine; ``step_seconds`` sets how long each of the 4 steps per segment takes."""
+
+    def __init__(self, step_seconds: float = 0.04, load_seconds: float = 0.05) -> None:
+        self.step_seconds = step_seconds
+        self.load_seconds = load_seconds
+        self._loaded = False
+        self.device = "cpu"
+        self.calls: list[dict] = []  # what synthesize was asked, for tests and the log
+
+    # --- loading ---------------------------------------------------------------------------------
+    def load(self, model_dir: str | Path | None = None, device: str = "auto", fp16: bool = False, on_progress: ProgressCallback | None = None) -> None:
+        if model_dir is not None and not Path(model_dir).is_dir():
+            raise EngineError(f"Model folder not found: {model_dir}. Download the IndexTTS-2 models or choose the folder that holds them.")
+        if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+            raise EngineError(f"Unknown device {device!r}; use auto, cpu or cuda.")
+        stages = ("Reading config", "Loading GPT", "Loading semantic codec", "Loading vocoder")
+        for i, stage in enumerate(stages):
+            if on_progress:
+                on_progress(Progress(stage=stage, fraction=i / len(stages)))
+            time.sleep(self.load_seconds / len(stages))
+        if on_progress:
+            on_progress(Progress(stage="Ready", fraction=1.0))
+        self.device = "cpu" if device == "auto" else device
+        self._loaded = True
+        log.info("stand-in engine loaded (device=%s, fp16=%s)", self.device, fp16)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    # --- text ------------------------------------------------------------------------------------
+    def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
+        """One segment per sentence; a sentence longer than ``max_tokens`` is split at commas, then words."""
+        segments: list[str] = []
+        for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+            if not sentence:
+                continue
+            if count_tokens(sentence) <= max_tokens:
+                segments.append(sentence)
+                continue
+            current = ""
+            for piece in _TOKEN.findall(sentence) if not _CLAUSE_END.search(sentence) else _CLAUSE_END.split(sentence):
+                candidate = f"{current} {piece}".strip() if current else piece
+                if current and count_tokens(candidate) > max_tokens:
+                    segments.append(current)
+                    current = piece
+                else:
+                    current = candidate
+            if current:
+                segments.append(current)
+        return segments
+
+    # --- synthesis -------------------------------------------------------------------------------
+    def _check(self, text: str, voice: str | Path, emotion: Emotion, settings: GenerationSettings) -> None:
+        if not self._loaded:
+            raise EngineError("The engine is not loaded yet; call load() first.")
+        if not text or not text.strip():
+            raise EngineError("The text is empty; type something to speak.")
+        path = Path(voice)
+        if not path.is_file():
+            raise EngineError(f"Voice clip not found: {path}.")
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:  # soundfile raises its own error type for unknown formats
+            raise EngineError(f"Could not read the voice clip {path.name}: it is not a supported audio file ({exc}).") from exc
+        if info.frames == 0:
+            raise EngineError(f"The voice clip {path.name} is empty.")
+        settings.validate()
+        emotion.validate()
+        if emotion.mode == "audio" and not Path(emotion.audio or "").is_file():
+            raise EngineError(f"Emotion clip not found: {emotion.audio}.")
+
+    def _wait(self, seconds: float, cancel: threading.Event | None) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.02, left))
+
+    def _render(self, text: str, voice: Path, emotion: Emotion, rng: np.random.Generator) -> np.ndarray:
+        base = 110.0 + (zlib.crc32(str(voice).encode()) % 100)
+        if emotion.mode == "vector" and emotion.vector:
+            weights = np.asarray(emotion.vector, dtype=np.float64) * emotion.alpha
+            pitch = np.asarray([_EMOTION_PITCH[n] for n in EMOTION_NAMES])
+            base *= 1.0 + float(np.dot(weights, pitch - 1.0))
+        syllables = max(1, count_tokens(text))
+        syl = int(0.16 * SAMPLE_RATE)
+        t = np.arange(syl) / SAMPLE_RATE
+        envelope = np.sin(np.pi * np.arange(syl) / syl) ** 2
+        parts = []
+        for _ in range(syllables):
+            f0 = base * rng.uniform(0.9, 1.15)
+            tone = sum((0.5 / k) * np.sin(2 * np.pi * f0 * k * t) for k in (1, 2, 3))
+            parts.append(tone * envelope)
+        wave = np.concatenate(parts) * 0.6
+        wave += rng.normal(0.0, 0.003, wave.shape)
+        return np.clip(wave * 32767, -32768, 32767).astype(np.int16)
+
+    def synthesize_stream(
+        self,
+        text: str,
+        voice: str | Path,
+        emotion: Emotion | None = None,
+        settings: GenerationSettings | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[SegmentAudio]:
+        emotion = emotion or Emotion()
+        settings = settings or GenerationSettings()
+        self._check(text, voice, emotion, settings)
+        self.calls.append({"text": text, "voice": str(voice), "emotion": emotion.to_dict(), "settings": settings.to_dict()})
+        segments = self.split_text(text, settings.max_text_tokens_per_segment)
+        rng = np.random.default_rng(settings.seed)
+        report = on_progress or (lambda p: None)
+        report(Progress(stage="Encoding voice", fraction=0.0, segments=len(segments)))
+        self._wait(self.step_seconds, cancel)
+        steps = ("Generating speech tokens", "Computing semantic features", "Diffusion", "Vocoding")
+        for index, segment in enumerate(segments):
+            for k, stage in enumerate(steps):
+                fraction = (index + k / len(steps)) / len(segments)
+                report(Progress(stage=stage, fraction=fraction, segment=index + 1, segments=len(segments), detail=segment[:40]))
+                self._wait(self.step_seconds, cancel)
+            audio = self._render(segment, Path(voice), emotion, rng)
+            yield SegmentAudio(index=index, count=len(segments), audio=audio, text=segment)
+        report(Progress(stage="Done", fraction=1.0, segment=len(segments), segments=len(segments)))
+
+    def synthesize(
+        self,
+        text: str,
+        voice: str | Path,
+        emotion: Emotion | None = None,
+        settings: GenerationSettings | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SynthesisResult:
+        settings = settings or GenerationSettings()
+        start = time.perf_counter()
+        silence = np.zeros(int(SAMPLE_RATE * settings.interval_silence_ms / 1000), dtype=np.int16)
+        pieces: list[np.ndarray] = []
+        texts: list[str] = []
+        for seg in self.synthesize_stream(text, voice, emotion, settings, on_progress, cancel):
+            if pieces:
+                pieces.append(silence)
+            pieces.append(seg.audio)
+            texts.append(seg.text)
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        return SynthesisResult(audio=audio, timings={"total": time.perf_counter() - start}, segments=texts)
