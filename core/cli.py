@@ -1,0 +1,282 @@
+"""Command line: ``python main.py synth|models|device ...`` (no GUI imports)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .api import EMOTION_NAMES, Emotion, EngineError, GenerationSettings, Progress
+
+log = logging.getLogger("core.cli")
+
+
+class _Bar:
+    """A one-line progress bar on a terminal; plain lines otherwise."""
+
+    def __init__(self, stream=None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self.last = ""
+        self.t0 = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
+        seg = f" [{p.segment}/{p.segments}]" if p.segments else ""
+        line = f"{p.stage}{seg}"
+        if self.tty:
+            width = 30
+            done = int(width * max(0.0, min(p.fraction, 1.0)))
+            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {p.fraction * 100:5.1f}% "
+                              f"{time.monotonic() - self.t0:6.1f}s {line:<40.40}")
+            self.stream.flush()
+        elif line != self.last:
+            self.stream.write(f"{line} ({p.fraction * 100:.0f}%)\n")
+        self.last = line
+
+    def close(self) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+
+
+def write_wav_atomic(path: Path, audio, sample_rate: int, *, overwrite: bool = False) -> Path:
+    """Write int16 mono WAV via a temp file in the same folder + rename; never clobber unless asked."""
+    import soundfile as sf
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise EngineError(f"{path} already exists; choose another name or pass --overwrite.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise EngineError(f"Output folder {parent} does not exist.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".wav.part", dir=parent)
+    except OSError as exc:
+        raise EngineError(f"Cannot write to {parent}: {exc.strerror or exc}.") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, audio, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise EngineError(f"Could not write {path}: {exc.strerror or exc}.") from exc
+        raise
+    return path
+
+
+def _add_generation(p: argparse.ArgumentParser) -> None:
+    d = GenerationSettings()
+    g = p.add_argument_group("generation")
+    g.add_argument("--greedy", action="store_true", help="deterministic decoding (no sampling, 1 beam)")
+    g.add_argument("--top-p", type=float, default=d.top_p)
+    g.add_argument("--top-k", type=int, default=d.top_k)
+    g.add_argument("--temperature", type=float, default=d.temperature)
+    g.add_argument("--num-beams", type=int, default=d.num_beams)
+    g.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
+    g.add_argument("--max-mel-tokens", type=int, default=d.max_mel_tokens)
+    g.add_argument("--max-text-tokens", type=int, default=d.max_text_tokens_per_segment)
+    g.add_argument("--silence-ms", type=int, default=d.interval_silence_ms)
+    g.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
+    g.add_argument("--cfg-rate", type=float, default=d.cfg_rate)
+    g.add_argument("--seed", type=int, default=None)
+
+
+def _settings(a: argparse.Namespace) -> GenerationSettings:
+    s = GenerationSettings(
+        do_sample=not a.greedy, top_p=a.top_p, top_k=a.top_k, temperature=a.temperature,
+        num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
+        max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
+        interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
+    )
+    s.validate()
+    return s
+
+
+def _emotion(a: argparse.Namespace) -> Emotion:
+    chosen = [x for x in (a.emo_audio, a.emo_vector, a.emo_text is not None, a.emo_random) if x]
+    if len(chosen) > 1 and not (a.emo_random and a.emo_vector):
+        raise EngineError("Choose one emotion option: --emo-audio, --emo-vector (optionally with --emo-random) or --emo-text.")
+    if a.emo_audio:
+        if not Path(a.emo_audio).is_file():
+            raise EngineError(f"Emotion clip not found: {a.emo_audio}.")
+        return Emotion("audio", audio=Path(a.emo_audio), alpha=a.emo_alpha)
+    if a.emo_vector:
+        try:
+            values = tuple(float(x) for x in a.emo_vector.replace(",", " ").split())
+        except ValueError:
+            raise EngineError(f"--emo-vector needs 8 numbers ({', '.join(EMOTION_NAMES)}), got {a.emo_vector!r}.") from None
+        return Emotion("vector", vector=values, alpha=a.emo_alpha, random=a.emo_random)
+    if a.emo_text is not None:
+        return Emotion("text", text=a.emo_text, alpha=a.emo_alpha)
+    if a.emo_random:
+        raise EngineError("--emo-random needs --emo-vector (it picks the speaker-matrix rows at random).")
+    return Emotion("speaker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="IndexTTS2 Desktop command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="speak text in a cloned voice")
+    s.add_argument("--text", help="text to speak (or --text-file)")
+    s.add_argument("--text-file", help="UTF-8 text file to speak")
+    s.add_argument("--voice", help="reference clip of the voice to clone")
+    s.add_argument("--out", help="output WAV path")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    s.add_argument("--batch", help="JSONL file: one job per line with text, voice, out and optional emotion keys")
+    s.add_argument("--emo-audio", help="emotion reference clip")
+    s.add_argument("--emo-alpha", type=float, default=1.0, help="emotion strength 0..1")
+    s.add_argument("--emo-vector", help=f"8 weights: {', '.join(EMOTION_NAMES)}")
+    s.add_argument("--emo-text", help="describe the emotion in words ('' = use the text itself)")
+    s.add_argument("--emo-random", action="store_true", help="with --emo-vector: pick speaker-matrix rows at random")
+    s.add_argument("--model-dir", help="model folder")
+    s.add_argument("--device", default="auto", help="auto, cuda, cpu or mps")
+    s.add_argument("--fp16", action="store_true", help="half precision GPT on CUDA")
+    s.add_argument("--quiet", action="store_true")
+    _add_generation(s)
+
+    m = sub.add_parser("models", help="check or download the model files")
+    m.add_argument("action", choices=("check", "download"))
+    m.add_argument("--dir", help="model folder")
+    m.add_argument("--source", choices=("hf", "modelscope"), default="hf")
+    m.add_argument("--verify", action="store_true", help="check: also compare SHA-256 of every file with a known hash")
+    m.add_argument("--no-qwen", action="store_true", help="skip the optional emotion-from-text model")
+    m.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("device", help="run a real test operation on the device inference would use")
+    d.add_argument("--device", default="auto")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    logging.basicConfig(level=os.environ.get("INDEXTTS_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "synth":
+            return _synth(args)
+        if args.command == "models":
+            return _models(args)
+        if args.command == "device":
+            from .device import device_report
+
+            ok, text = device_report(args.device)
+            print(text)
+            return 0 if ok else 1
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    return 2
+
+
+def _models(a: argparse.Namespace) -> int:
+    from . import models
+
+    model_dir = models.locate_model_dir(a.dir)
+    if a.action == "check":
+        statuses = models.check(model_dir, verify_hash=a.verify)
+        bad = models.problems(statuses)
+        if not a.quiet:
+            print(f"Model folder: {model_dir}")
+            for st in statuses:
+                print("  " + models.describe(st))
+            print("All required model files are present." if not bad else
+                  f"{len(bad)} required file(s) missing or damaged: run 'python main.py models download'.")
+        return 0 if not bad else 1
+    bar = _Bar(quiet=a.quiet)
+    totals: dict[str, tuple[int, int | None]] = {}
+
+    def on_bytes(name: str, done: int, total: int | None) -> None:
+        totals[name] = (done, total)
+        frac = done / total if total else 0.0
+        bar(Progress(f"{name} {done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB", frac))
+
+    def on_file(i: int, n: int, item) -> None:
+        if not a.quiet:
+            sys.stderr.write(f"\n[{i + 1}/{n}] {item.local} ({item.what})\n")
+
+    try:
+        statuses = models.download(model_dir, source=a.source, include_optional=not a.no_qwen, on_bytes=on_bytes,
+                                   on_file=on_file)
+    except models.ModelSetupError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    bad = models.problems(statuses, include_optional=not a.no_qwen)
+    print(f"Model folder: {model_dir}: " + ("ready." if not bad else f"{len(bad)} file(s) still missing."))
+    return 0 if not bad else 1
+
+
+def _jobs(a: argparse.Namespace) -> list[tuple[str, str, str, Emotion, bool]]:
+    if a.batch:
+        path = Path(a.batch)
+        if not path.is_file():
+            raise EngineError(f"Batch file not found: {path}.")
+        jobs = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                emo = Emotion.from_dict(d.get("emotion") or {})
+                jobs.append((d["text"], d.get("voice") or a.voice, d["out"], emo, bool(d.get("overwrite", a.overwrite))))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise EngineError(f"{path} line {n}: needs a JSON object with 'text' and 'out' ({exc}).") from None
+        return jobs
+    text = a.text
+    if a.text_file:
+        try:
+            text = Path(a.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EngineError(f"Cannot read text file {a.text_file}: {exc}.") from None
+    if text is None or not text.strip():
+        raise EngineError("The text is empty: pass --text \"...\" or --text-file.")
+    if not a.out:
+        raise EngineError("Pass --out file.wav for the result.")
+    return [(text, a.voice, a.out, _emotion(a), a.overwrite)]
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from . import models
+    from .engine import Engine
+
+    settings = _settings(a)
+    jobs = _jobs(a)
+    for text, voice, out, emotion, overwrite in jobs:
+        if not voice:
+            raise EngineError("Pass --voice clip.wav: the voice to clone.")
+        if not Path(voice).is_file():
+            raise EngineError(f"Voice clip not found: {voice}.")
+        emotion.validate()
+        if Path(out).exists() and not overwrite:
+            raise EngineError(f"{out} already exists; choose another name or pass --overwrite.")
+        if not Path(out).resolve().parent.is_dir():
+            raise EngineError(f"Output folder {Path(out).resolve().parent} does not exist.")
+    model_dir = models.locate_model_dir(a.model_dir)
+    from platformdirs import user_cache_dir
+
+    engine = Engine(cache_dir=Path(user_cache_dir(models.APP_NAME, appauthor=False)) / "voices")
+    bar = _Bar(quiet=a.quiet)
+    engine.load(model_dir, device=a.device, fp16=a.fp16, on_progress=bar)
+    cancel = threading.Event()
+    for text, voice, out, emotion, overwrite in jobs:
+        result = engine.synthesize(text, voice, emotion, settings, on_progress=bar, cancel=cancel)
+        bar.close()
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        write_wav_atomic(Path(out), result.audio, result.sample_rate, overwrite=overwrite)
+        if not a.quiet:
+            print(f"wrote {out}: {result.duration:.2f} s of audio in {result.timings.get('total', 0):.1f} s")
+    return 0
