@@ -30,7 +30,12 @@ from core.semantic_codec import SemanticCodec  # noqa: E402
 
 # config.yaml `semantic_codec` of the release.
 REAL_CODEC = SemanticCodecConfig(
-    codebook_size=8192, hidden_size=1024, codebook_dim=8, vocos_dim=384, vocos_intermediate_dim=2048, vocos_num_layers=12
+    codebook_size=8192,
+    hidden_size=1024,
+    codebook_dim=8,
+    vocos_dim=384,
+    vocos_intermediate_dim=2048,
+    vocos_num_layers=12,
 )
 
 

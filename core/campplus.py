@@ -247,7 +247,8 @@ class XVector(nn.Module):
         channels = cfg.init_channels
         bn_channels = cfg.bn_size * cfg.growth_rate
         for i, (num_layers, dilation) in enumerate(zip(cfg.block_layers, _DILATIONS), start=1):
-            self.add_module(f"block{i}", CAMDenseTDNNBlock(num_layers, channels, cfg.growth_rate, bn_channels, dilation))
+            block = CAMDenseTDNNBlock(num_layers, channels, cfg.growth_rate, bn_channels, dilation)
+            self.add_module(f"block{i}", block)
             channels += num_layers * cfg.growth_rate
             self.add_module(f"transit{i}", TransitLayer(channels, channels // 2))
             channels //= 2

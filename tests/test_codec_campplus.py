@@ -76,7 +76,9 @@ def _compare(golden: dict[str, torch.Tensor], prefix: str, ours: dict[str, torch
         assert got.shape == want.shape, f"{prefix}{name}: shape {tuple(got.shape)} != golden {tuple(want.shape)}"
         if want.dtype == torch.int64:
             mismatch = (got != want).nonzero()
-            assert mismatch.numel() == 0, f"{prefix}{name}: {len(mismatch)} values differ, first at {mismatch[0].tolist()}"
+            assert mismatch.numel() == 0, (
+                f"{prefix}{name}: {len(mismatch)} values differ, first at {mismatch[0].tolist()}"
+            )
             continue
         err = (got.float() - want).abs().max().item()
         assert err <= atol(name), f"{prefix}{name}: max abs error {err:.3e} > {atol(name):.1e}"
@@ -140,7 +142,13 @@ def _save_codec(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "victim", ["encoder.", "decoder.", "quantizer.quantizers.0.in_project.weight_g", "quantizer.quantizers.0.out_project.weight_v"]
+    "victim",
+    [
+        "encoder.",
+        "decoder.",
+        "quantizer.quantizers.0.in_project.weight_g",
+        "quantizer.quantizers.0.out_project.weight_v",
+    ],
 )
 def test_codec_refuses_missing_key(victim: str, codec_path: Path, codec_cfg: SemanticCodecConfig, tmp_path: Path):
     state = load_file(str(codec_path))
