@@ -105,9 +105,9 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """Float32 mean over channels of [channels, frames] -> [frames] (for stereo exactly (L + R) / 2 in float32)."""
     if samples.shape[0] == 1:
         return samples[0]
-    # Sum over the channel axis while channels are adjacent in memory, as a mean over libsndfile's interleaved
-    # [frames, channels] buffer does; the result is float32 throughout.
-    return np.asarray(samples.T).mean(axis=1, dtype=np.float32)
+    # Average over an interleaved [frames, channels] buffer, the layout librosa reduces over, so that the
+    # float32 summation order is the same for any channel count.
+    return np.ascontiguousarray(samples.T).mean(axis=1, dtype=np.float32)
 
 
 def resample_soxr(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -181,6 +181,7 @@ def resample_sinc(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor
     if orig_sr == new_sr:
         return wave
     kernel, width = sinc_resample_kernel(orig_sr, new_sr)
+    kernel = kernel.to(wave.device)
     g = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // g, new_sr // g
     shape = wave.shape

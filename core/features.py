@@ -252,10 +252,11 @@ def kaldi_fbank(wav16k: torch.Tensor, num_mel_bins: int = 80, sample_rate: int =
     frames = frames - frames.mean(dim=1, keepdim=True)
     previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)  # first sample repeats itself
     frames = frames - PREEMPHASIS * previous
-    frames = frames * povey_window_torch(FRAME_LENGTH)
+    frames = frames * povey_window_torch(FRAME_LENGTH).to(frames.device)
     frames = torch.nn.functional.pad(frames, (0, FFT_SIZE - FRAME_LENGTH))
     power = torch.fft.rfft(frames).abs().pow(2.0)  # [frames, 257]
-    banks = torch.nn.functional.pad(kaldi_mel_banks(num_mel_bins, FFT_SIZE, sample_rate), (0, 1))  # Nyquist: 0
+    banks = kaldi_mel_banks(num_mel_bins, FFT_SIZE, sample_rate).to(power.device)
+    banks = torch.nn.functional.pad(banks, (0, 1))  # the Nyquist bin gets no weight
     energies = torch.mm(power, banks.T)
     return torch.clamp(energies, min=FLOAT32_EPS).log()
 
