@@ -1,0 +1,388 @@
+"""UnifiedVoice v2: the autoregressive GPT of IndexTTS-2 (upstream ``indextts/gpt/model_v2.py``).
+
+Our own port: conditioning (conformer + perceiver for the speaker, a second pair for the emotion), the
+emotion-vector projection, and a GPT-2 stack with a preallocated KV cache for decoding (see ``generate.py``).
+Attribute names mirror the official ``gpt.pth`` keys so the file loads with ``load_state_dict(strict=True)``.
+
+GPT-2 details kept from HF ``GPT2Model`` as upstream builds it: pre-LayerNorm blocks (eps 1e-5), ``gelu_new``
+(tanh) MLP of width ``4 * model_dim``, HF ``Conv1D`` linears whose weights are stored ``[in, out]``, no token or
+position embedding inside GPT-2 (``wte``/``wpe`` removed; learned text/mel position tables are added outside),
+``ln_f`` at the end and then UnifiedVoice's own ``final_norm`` before ``mel_head``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.checkpoints import CheckpointError, load_strict, load_torch
+from core.config import GPTConfig
+from core.gpt.conformer import ConformerEncoder
+from core.gpt.perceiver import PerceiverResampler
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_DIM = 1024  # width of the w2v-BERT features fed to both conformers (upstream input_size=1024)
+EMO_PERCEIVER_DIM = 1024  # upstream hard-codes the emotion perceiver width, whatever model_dim is
+MAX_CONDITIONING_INPUTS = 1  # upstream default; adds one row to the mel position table
+FAKE_PROMPT_ID = 1  # upstream's fake input_ids are torch.ones(...): the repetition penalty sees id 1
+
+# Keys older transformers versions saved as persistent GPT-2 buffers (the causal mask ``attn.bias`` and the
+# constant ``attn.masked_bias``). They hold no learned values; we build causality into the attention call.
+_STRAY_GPT2_BUFFER = re.compile(r"^gpt\.h\.\d+\.attn\.(bias|masked_bias)$")
+
+
+class Conv1D(nn.Module):
+    """HF GPT-2 ``Conv1D``: ``y = x @ W + b`` with ``W`` stored ``[in, out]``."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.t(), self.bias)
+
+    def store_out_major(self) -> None:
+        """Keep the ``[in, out]`` parameter but back it by ``[out, in]`` memory.
+
+        ``weight.t()`` is then contiguous, which lets the CPU GEMM stream each weight once for several rows
+        (3 beams): measured 41 ms vs 68 ms per step for the 24 real layers on 2 threads.
+        """
+        w = self.weight.data
+        if not w.t().is_contiguous():
+            self.weight.data = w.t().contiguous().t()
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.c_attn = Conv1D(dim, 3 * dim)
+        self.c_proj = Conv1D(dim, dim)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``[..., 3D]`` -> q, k, v each ``[..., H, hd]``."""
+        qkv = self.c_attn(x)
+        return qkv.view(*x.shape[:-1], 3, self.heads, self.head_dim).unbind(-3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Full causal pass without cache: x [B, T, D]."""
+        b, t, d = x.shape
+        q, k, v = (y.transpose(1, 2) for y in self._split(x))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(out.transpose(1, 2).reshape(b, t, d))
+
+    def prefill(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, slots: int) -> Tensor:
+        """Causal pass over the prompt x [1, T, D]; stores its keys/values at positions 0..T-1 of slot 0."""
+        _, t, d = x.shape
+        q, k, v = (y[0].transpose(0, 1) for y in self._split(x))  # [H, T, hd]
+        kc = k_cache.view(self.heads, -1, slots, self.head_dim)
+        vc = v_cache.view(self.heads, -1, slots, self.head_dim)
+        kc[:, :t, 0] = k
+        vc[:, :t, 0] = v
+        if slots > 1:  # unused prompt slots: keep them finite (they are masked out)
+            kc[:, :t, 1:] = 0
+            vc[:, :t, 1:] = 0
+        out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), is_causal=True)
+        return self.c_proj(out[0].transpose(0, 1).reshape(1, t, d))
+
+    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: int, slots: int, mask: Tensor | None) -> Tensor:
+        """One decode step for ``slots`` rows x [S, D] written at cache position ``pos``.
+
+        The cache is laid out ``[H, max_len * S, hd]`` with entry ``pos * S + s`` holding slot ``s``; every row
+        attends to the first ``(pos + 1) * S`` entries through ``mask`` [S, (pos + 1) * S] (None for S == 1).
+        """
+        s, d = x.shape
+        q, k, v = self._split(x)  # [S, H, hd]
+        kc = k_cache.view(self.heads, -1, slots, self.head_dim)
+        vc = v_cache.view(self.heads, -1, slots, self.head_dim)
+        kc[:, pos] = k.transpose(0, 1)
+        vc[:, pos] = v.transpose(0, 1)
+        n = (pos + 1) * slots
+        keys = k_cache[:, :n].unsqueeze(0)
+        values = v_cache[:, :n].unsqueeze(0)
+        attn_mask = None if mask is None else mask[None, None]
+        out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), keys, values, attn_mask=attn_mask)
+        return self.c_proj(out[0].transpose(0, 1).reshape(s, d))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(dim, inner)
+        self.c_proj = Conv1D(inner, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=1e-5)
+        self.attn = GPT2Attention(dim, heads)
+        self.ln_2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = GPT2MLP(dim, 4 * dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Static keys/values for every layer: ``[layers, H, max_len * slots, hd]``, allocated once per decode.
+
+    ``torch.empty`` leaves untouched pages uncommitted, so memory grows with the positions actually written.
+    """
+
+    def __init__(self, layers: int, heads: int, head_dim: int, max_len: int, slots: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.max_len = max_len
+        self.slots = slots
+        self.k = torch.empty(layers, heads, max_len * slots, head_dim, device=device, dtype=dtype)
+        self.v = torch.empty_like(self.k)
+
+
+class GPT2Stack(nn.Module):
+    """``gpt.h.N`` blocks and ``gpt.ln_f`` (GPT2Model without wte/wpe)."""
+
+    def __init__(self, dim: int, heads: int, layers: int) -> None:
+        super().__init__()
+        self.h = nn.ModuleList(GPT2Block(dim, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(dim, eps=1e-5)
+
+    def forward(self, x: Tensor, hidden: list[Tensor] | None = None) -> Tensor:
+        """Uncached causal pass x [B, T, D] -> ln_f output; ``hidden`` collects every block's residual stream."""
+        for block in self.h:
+            x = block(x)
+            if hidden is not None:
+                hidden.append(x)
+        return self.ln_f(x)
+
+    def prefill(self, x: Tensor, cache: KVCache) -> Tensor:
+        """Prompt x [1, T, D] into the cache; returns ln_f of the last row [1, D]."""
+        for i, block in enumerate(self.h):
+            x = x + block.attn.prefill(block.ln_1(x), cache.k[i], cache.v[i], cache.slots)
+            x = x + block.mlp(block.ln_2(x))
+        return self.ln_f(x[:, -1])
+
+    def step(self, x: Tensor, cache: KVCache, pos: int, mask: Tensor | None) -> Tensor:
+        """One token per slot x [S, D] at cache position ``pos``; returns ln_f output [S, D]."""
+        for i, block in enumerate(self.h):
+            x = x + block.attn.step(block.ln_1(x), cache.k[i], cache.v[i], pos, cache.slots, mask)
+            x = x + block.mlp(block.ln_2(x))
+        return self.ln_f(x)
+
+
+class LearnedPositionEmbedding(nn.Module):
+    def __init__(self, rows: int, dim: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(rows, dim)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.emb(positions)
+
+
+def _as_id_tensor(ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
+    t = ids if isinstance(ids, Tensor) else torch.tensor(list(ids), dtype=torch.long)
+    if t.dim() == 2:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected a batch of one id sequence, got shape {tuple(t.shape)}")
+        t = t[0]
+    if t.dim() != 1:
+        raise ValueError(f"expected ids as a list or a [1, L] / [L] tensor, got shape {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.long)
+
+
+class UnifiedVoice(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        if cfg.condition_type != "conformer_perceiver":
+            raise ValueError(f"unsupported gpt.condition_type {cfg.condition_type!r} (IndexTTS-2 uses 'conformer_perceiver')")
+        if not cfg.use_mel_codes_as_input:
+            raise ValueError("gpt.use_mel_codes_as_input must be true for IndexTTS-2")
+        self.cfg = cfg
+        dim = cfg.model_dim
+        cm, em = cfg.condition_module, cfg.emo_condition_module
+        self.conditioning_encoder = ConformerEncoder(SEMANTIC_DIM, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer)
+        self.perceiver_encoder = PerceiverResampler(dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult)
+        self.speed_emb = nn.Embedding(2, dim)
+        self.emo_conditioning_encoder = ConformerEncoder(SEMANTIC_DIM, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer)
+        self.emo_perceiver_encoder = PerceiverResampler(EMO_PERCEIVER_DIM, em.output_size, 1, em.attention_heads, em.perceiver_mult)
+        self.text_embedding = nn.Embedding(cfg.number_text_tokens + 1, dim)
+        self.emo_layer = nn.Linear(dim, dim)
+        self.emovec_layer = nn.Linear(EMO_PERCEIVER_DIM, dim)
+        self.mel_embedding = nn.Embedding(cfg.number_mel_codes, dim)
+        self.gpt = GPT2Stack(dim, cfg.heads, cfg.layers)
+        self.mel_pos_embedding = LearnedPositionEmbedding(cfg.max_mel_tokens + 2 + MAX_CONDITIONING_INPUTS, dim)
+        self.text_pos_embedding = LearnedPositionEmbedding(cfg.max_text_tokens + 2, dim)
+        self.final_norm = nn.LayerNorm(dim)
+        self.text_head = nn.Linear(dim, cfg.number_text_tokens + 1)  # in the checkpoint; unused at inference
+        self.mel_head = nn.Linear(dim, cfg.number_mel_codes)
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, cfg: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> UnifiedVoice:
+        """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly; wrong keys/shapes raise CheckpointError."""
+        state = load_torch(path, what="GPT checkpoint (gpt.pth)")
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"GPT checkpoint (gpt.pth) {path} does not hold a state dict (found {type(state).__name__}).")
+        stray = [k for k in state if _STRAY_GPT2_BUFFER.match(k)]
+        if stray:
+            log.debug("ignoring %d non-learned GPT-2 mask buffers from older transformers", len(stray))
+            state = {k: v for k, v in state.items() if k not in set(stray)}
+        with torch.device("meta"):
+            model = cls(cfg)
+        model = model.to_empty(device="cpu")
+        load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)")
+        model.eval().requires_grad_(False)
+        model = model.to(device=device, dtype=dtype)
+        model.prepare_for_inference()
+        return model
+
+    def prepare_for_inference(self) -> None:
+        for m in self.modules():
+            if isinstance(m, Conv1D):
+                m.store_out_major()
+
+    @property
+    def device(self) -> torch.device:
+        return self.mel_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mel_head.weight.dtype
+
+    # ------------------------------------------------------------------------------------------ conditioning
+    def get_conditioning(self, spk_cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> Tensor:
+        """Speaker latents [1, 32, model_dim] (float32) from the speaker's w2v-BERT features [1, T, 1024].
+
+        ``lengths`` masks frames ``t >= length``; None keeps every frame (infer_v2 passes 1024 = the feature
+        width as length, which leaves every frame of a clip shorter than 1024 frames valid).
+        """
+        x = spk_cond_emb.to(self.device, self.dtype)
+        enc_trace = {} if trace is not None else None
+        enc, mask = self.conditioning_encoder(x, lengths, enc_trace)
+        per_trace = {} if trace is not None else None
+        out = self.perceiver_encoder(enc, mask, per_trace)
+        if trace is not None:
+            trace.update(enc_trace or {})
+            trace.update({f"perceiver.{k}": v for k, v in (per_trace or {}).items()})
+        return out.float()
+
+    def get_emovec(self, cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> Tensor:
+        """Emotion vector [1, model_dim]: emotion conformer -> 1-latent perceiver -> emovec_layer -> emo_layer."""
+        x = cond_emb.to(self.device, self.dtype)
+        enc_trace = {} if trace is not None else None
+        enc, mask = self.emo_conditioning_encoder(x, lengths, enc_trace)
+        per_trace = {} if trace is not None else None
+        pooled = self.emo_perceiver_encoder(enc, mask, per_trace).squeeze(1)
+        projected = self.emovec_layer(pooled)
+        out = self.emo_layer(projected)
+        if trace is not None:
+            trace.update(enc_trace or {})
+            trace.update({f"perceiver.{k}": v for k, v in (per_trace or {}).items()})
+            trace["emovec_layer_out"] = projected
+            trace["emo_layer_out"] = out
+        return out.float()
+
+    def merge_emovec(
+        self,
+        spk_cond_emb: Tensor,
+        emo_cond_emb: Tensor,
+        alpha: float = 1.0,
+        spk_lengths: Tensor | None = None,
+        emo_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """``base + alpha * (emo - base)`` with base = the EMOTION encoder run on the speaker features."""
+        emo = self.get_emovec(emo_cond_emb, emo_lengths)
+        base = self.get_emovec(spk_cond_emb, spk_lengths)
+        return base + alpha * (emo - base)
+
+    # -------------------------------------------------------------------------------------- input assembly
+    def conds(self, spk_latent: Tensor, emovec: Tensor) -> Tensor:
+        """[spk_latent + emovec (each row); speed_emb[1]; speed_emb[0]] -> [1, num_latent + 2, D]."""
+        lat = spk_latent.to(self.device, self.dtype)
+        ev = emovec.to(self.device, self.dtype).reshape(1, 1, -1)
+        speed = self.speed_emb.weight
+        return torch.cat([lat + ev, speed[1].view(1, 1, -1), speed[0].view(1, 1, -1)], dim=1)
+
+    def _text_embedding(self, ids: Tensor) -> Tensor:
+        if ids.numel() + 2 > self.text_pos_embedding.emb.num_embeddings:
+            raise ValueError(
+                f"text segment too long: {ids.numel()} tokens, the GPT supports at most "
+                f"{self.text_pos_embedding.emb.num_embeddings - 2}; split the text into shorter segments"
+            )
+        c = self.cfg
+        ids = torch.cat([ids.new_tensor([c.start_text_token]), ids, ids.new_tensor([c.stop_text_token])])
+        positions = torch.arange(ids.numel(), device=ids.device)
+        return (self.text_embedding(ids) + self.text_pos_embedding(positions)).unsqueeze(0)
+
+    def prompt_embedding(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor) -> Tensor:
+        """Generation prefix [conds; start_text, text, stop_text] as upstream's prepare_gpt_inputs builds it.
+
+        Every id equal to the start/stop text token is dropped before the two are added.
+        """
+        ids = _as_id_tensor(text_ids, self.device)
+        ids = ids[(ids != self.cfg.start_text_token) & (ids != self.cfg.stop_text_token)]
+        return torch.cat([self.conds(spk_latent, emovec), self._text_embedding(ids)], dim=1)
+
+    def mel_input(self, tokens: Tensor, position: int) -> Tensor:
+        """Embedding of decode tokens [S] at mel position ``position`` -> [S, D]."""
+        return self.mel_embedding(tokens) + self.mel_pos_embedding.emb.weight[position]
+
+    def mel_logits(self, hidden: Tensor) -> Tensor:
+        """ln_f output -> final_norm -> mel_head, as float32."""
+        return self.mel_head(self.final_norm(hidden)).float()
+
+    # ------------------------------------------------------------------------------------------ generation
+    def generate(self, text_ids, spk_latent, emovec, settings, generator=None, cancel=None, trace=None):  # noqa: ANN001, ANN201
+        """Decode mel codes. Returns ``Generated(codes [n] without the stop token, hit_max)``; see generate.py."""
+        from core.gpt.generate import generate
+
+        return generate(self, text_ids, spk_latent, emovec, settings, generator=generator, cancel=cancel, trace=trace)
+
+    def new_cache(self, max_len: int, slots: int) -> KVCache:
+        c = self.cfg
+        return KVCache(c.layers, c.heads, c.model_dim // c.heads, max_len, slots, self.device, self.dtype)
+
+    # ---------------------------------------------------------------------------------------- latent pass
+    def forward_embedding(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Tensor) -> Tensor:
+        """Teacher-forced input of upstream ``UnifiedVoice.forward``: [conds; 0, text, 1; 8192, codes, 8193].
+
+        Text ids are NOT filtered here (upstream only filters in the generation prefix); mel rows use the
+        training positions 0..n+1.
+        """
+        c = self.cfg
+        ids = _as_id_tensor(text_ids, self.device)
+        mel = torch.cat([codes.new_tensor([c.start_mel_token]), codes, codes.new_tensor([c.stop_mel_token])])
+        if mel.numel() > self.mel_pos_embedding.emb.num_embeddings:
+            raise ValueError(f"too many mel codes for the latent pass: {codes.numel()}")
+        mel_emb = self.mel_embedding(mel) + self.mel_pos_embedding(torch.arange(mel.numel(), device=mel.device))
+        return torch.cat([self.conds(spk_latent, emovec), self._text_embedding(ids), mel_emb.unsqueeze(0)], dim=1)
+
+    def latent(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Sequence[int] | Tensor) -> Tensor:
+        """GPT latents for s2mel [1, n, model_dim] (float32): final_norm'd hidden rows of [8192, c_0 .. c_(n-2)].
+
+        ``codes`` are the generated codes; anything from the first stop token on is dropped (as infer_v2 does).
+        """
+        codes_t = _as_id_tensor(codes, self.device)
+        stops = (codes_t == self.cfg.stop_mel_token).nonzero()
+        if stops.numel():
+            codes_t = codes_t[: int(stops[0, 0])]
+        n = codes_t.numel()
+        emb = self.forward_embedding(text_ids, spk_latent, emovec, codes_t)
+        hidden = self.gpt(emb)
+        mel_rows = self.final_norm(hidden[:, -(n + 2) :])
+        return mel_rows[:, :n].float()
