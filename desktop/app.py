@@ -1,0 +1,876 @@
+"""The IndexTTS2 Desktop main window and its entry points :func:`run` and :func:`selftest`.
+
+The window talks to the engine only through :class:`core.api.EngineProtocol`. Loading and synthesis run
+in a worker thread (:mod:`desktop.worker`); every dialog goes through one injectable function
+(:mod:`desktop.dialogs`); files live in the folders of :mod:`desktop.dirs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import tkinter as tk
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from tkinter import ttk
+
+import numpy as np
+import soundfile as sf
+
+from core.api import SAMPLE_RATE, Cancelled, Emotion, EngineError, EngineProtocol, GenerationSettings, Progress, SegmentAudio, SynthesisResult
+from desktop import dialogs as dialogs_mod
+from desktop.audio import AudioUnavailable
+from desktop.devicecheck import DeviceReport, check_device
+from desktop.dialogs import PRESET_FILETYPES, UserError, describe_error
+from desktop.dirs import AppDirs, app_dirs
+from desktop.emotion_ui import EmotionPanel
+from desktop.logs import LogWindow, setup_logging
+from desktop.player import Player
+from desktop.presets import AppSettings, Preset, PresetError, PresetStore, StateFiles, slugify
+from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
+from desktop.widgets.panels import AdvancedPanel, FirstRunScreen, HistoryPanel, TextPanel, VoicePanel
+from desktop.widgets.record_dialog import RecordDialog
+from desktop.widgets.settings_dialog import SettingsDialog
+from desktop.widgets.waveform import Waveform
+from desktop.worker import Job, Worker
+
+log = logging.getLogger(__name__)
+
+APP_TITLE = "IndexTTS2 Desktop"
+
+
+@dataclass
+class Request:
+    """Everything needed to regenerate a result exactly."""
+
+    text: str
+    voice: str
+    voice_label: str
+    emotion: Emotion
+    emotion_state: dict
+    settings: GenerationSettings
+    stream: bool = False
+
+
+@dataclass
+class HistoryEntry:
+    request: Request
+    result: SynthesisResult
+    created: float = field(default_factory=time.time)
+
+
+def default_wav_name(text: str, when: float | None = None) -> str:
+    words = re.findall(r"\w+", text, flags=re.UNICODE)[:6]
+    stem = slugify("-".join(words), fallback="speech")[:40]
+    return f"{stem}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}.wav"
+
+
+def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write a 16-bit WAV via a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def placeholder_setup(app: StudioApp) -> None:
+    app.dialog(
+        "info",
+        parent=app.root,
+        title="Model setup",
+        message=(
+            "The built-in model downloader is not available in this build yet. Download the IndexTeam/IndexTTS-2 "
+            f"model files into {app.model_dir or app.dirs.data / 'models'} (or choose the folder that holds them), "
+            "then press Retry."
+        ),
+    )
+
+
+class StudioApp:
+    """The main window. ``dialog`` replaces every message box and file dialog (tests)."""
+
+    def __init__(
+        self,
+        root: tk.Tk,
+        engine: EngineProtocol,
+        *,
+        dirs: AppDirs | None = None,
+        dialog: Callable[..., object] | None = None,
+        model_dir: str | Path | None = None,
+        on_setup_models: Callable[[StudioApp], None] | None = None,
+        autoload: bool = True,
+        check_device_on_start: bool = True,
+        persist: bool = True,
+    ) -> None:
+        self.root = root
+        self.engine = engine
+        self.dirs = (dirs or app_dirs()).ensure()
+        self.dialog = dialog or dialogs_mod.ask
+        self.on_setup_models = on_setup_models or placeholder_setup
+        self.persist = persist
+        self.log_path = setup_logging(self.dirs.log)
+        self.files = StateFiles(self.dirs.config)
+        self.settings = self.files.load_settings()
+        self.presets = PresetStore(self.dirs.presets)
+        self.library = VoiceLibrary(self.dirs.voices)
+        self.worker = Worker(root)
+        self.model_dir: Path | None = Path(model_dir) if model_dir else (Path(self.settings.model_dir) if self.settings.model_dir else None)
+        self.job: Job | None = None
+        self.load_job: Job | None = None
+        self.job_started = 0.0
+        self.last_progress: Progress | None = None
+        self.history: list[HistoryEntry] = []
+        self.current: HistoryEntry | None = None
+        self.player: Player | None = None
+        self._stream_started = False
+        self._stream_gap = np.zeros(0, dtype=np.int16)
+        self._cursor_id: str | None = None
+        self.device_report: DeviceReport | None = None
+
+        root.title(APP_TITLE)
+        root.minsize(980, 680)
+        root.report_callback_exception = self._callback_exception
+        self._style()
+        self.status = tk.StringVar(value="Starting\u2026")
+        self.device_note = tk.StringVar(value="")
+        self.stage = tk.StringVar(value="")
+        self.timing = tk.StringVar(value="")
+        self.position = tk.StringVar(value="0.0 / 0.0 s")
+        self.preset_name = tk.StringVar(value="")
+        self.progress = tk.DoubleVar(value=0.0)
+        self._build_menu()
+        self.container = ttk.Frame(root)
+        self.container.pack(fill="both", expand=True)
+        self.studio = ttk.Frame(self.container)
+        self.first_run = FirstRunScreen(self.container, on_setup=lambda: self.on_setup_models(self), on_choose=self.choose_model_dir, on_retry=self.load_engine)
+        self._build_studio()
+        bar = ttk.Frame(root, padding=(8, 2))
+        bar.pack(fill="x", side="bottom")
+        ttk.Label(bar, textvariable=self.status).pack(side="left")
+        ttk.Label(bar, textvariable=self.device_note, foreground="#555").pack(side="right")
+        self._bind_keys()
+        self.studio.pack(fill="both", expand=True)
+        self.restore_state()
+        for note in self.files.notes:
+            self.dialog("warning", parent=root, title="Settings reset", message=note)
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        self.set_busy(False)
+        if autoload:
+            self.load_engine()
+        if check_device_on_start:
+            self.run_device_check(show=False)
+
+    # --- construction -----------------------------------------------------------------------------------------
+    def _style(self) -> None:
+        style = ttk.Style(self.root)
+        if self.settings.theme in style.theme_names():
+            style.theme_use(self.settings.theme)
+        style.configure("Accent.TButton", font=("TkDefaultFont", 11, "bold"), padding=(14, 6))
+        style.configure("Horizontal.TProgressbar", background="#3b82f6", troughcolor="#e5e7eb", thickness=14)
+        style.configure("Treeview", rowheight=22)
+
+    def _build_menu(self) -> None:
+        menu = tk.Menu(self.root)
+        file = tk.Menu(menu, tearoff=False)
+        file.add_command(label="Open voice clip\u2026", accelerator="Ctrl+O", command=lambda: self.voice_panel.open_clip())
+        file.add_command(label="Save result as WAV\u2026", accelerator="Ctrl+S", command=self.save_wav_dialog)
+        file.add_command(label="Quick save to output folder", accelerator="Ctrl+Shift+S", command=self.quick_save)
+        file.add_separator()
+        file.add_command(label="Quit", accelerator="Ctrl+Q", command=self.close)
+        menu.add_cascade(label="File", menu=file)
+        presets = tk.Menu(menu, tearoff=False)
+        presets.add_command(label="Save current as preset\u2026", command=self.save_preset_dialog)
+        presets.add_command(label="Import preset file\u2026", command=self.import_preset)
+        menu.add_cascade(label="Presets", menu=presets)
+        tools = tk.Menu(menu, tearoff=False)
+        tools.add_command(label="Device check", command=lambda: self.run_device_check(show=True))
+        tools.add_command(label="Settings\u2026", command=self.open_settings)
+        tools.add_command(label="View log", command=self.open_log)
+        menu.add_cascade(label="Tools", menu=tools)
+        self.root.configure(menu=menu)
+
+    def _build_studio(self) -> None:
+        panes = ttk.PanedWindow(self.studio, orient="horizontal")
+        panes.pack(fill="both", expand=True, padx=8, pady=8)
+        left = ttk.Frame(panes)
+        right = ttk.Frame(panes, width=420)
+        panes.add(left, weight=3)
+        panes.add(right, weight=2)
+
+        self.text_panel = TextPanel(left, split=self._split_for_preview)
+        self.text_panel.pack(fill="both", expand=True)
+        gen = ttk.Frame(left, padding=(0, 8))
+        gen.pack(fill="x")
+        self.generate_button = ttk.Button(gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton", command=self.generate)
+        self.generate_button.pack(side="left")
+        self.cancel_button = ttk.Button(gen, text="Cancel", command=self.cancel)
+        self.cancel_button.pack(side="left", padx=6)
+        prog = ttk.Frame(gen)
+        prog.pack(side="left", fill="x", expand=True, padx=(6, 0))
+        self.progress_bar = ttk.Progressbar(prog, variable=self.progress, maximum=100)
+        self.progress_bar.pack(fill="x")
+        row = ttk.Frame(prog)
+        row.pack(fill="x")
+        ttk.Label(row, textvariable=self.stage).pack(side="left")
+        ttk.Label(row, textvariable=self.timing).pack(side="right")
+
+        result = ttk.LabelFrame(left, text="Result", padding=6)
+        result.pack(fill="x")
+        self.waveform = Waveform(result, height=110, on_seek=self.seek)
+        self.waveform.pack(fill="x")
+        transport = ttk.Frame(result)
+        transport.pack(fill="x", pady=(4, 0))
+        self.play_button = ttk.Button(transport, text="\u25b6 Play", command=self.play_pause)
+        self.play_button.pack(side="left")
+        ttk.Button(transport, text="\u25a0 Stop", command=self.stop_playback).pack(side="left", padx=4)
+        ttk.Label(transport, textvariable=self.position).pack(side="left", padx=8)
+        self.stream_var = tk.BooleanVar(value=self.settings.streaming)
+        ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream_var).pack(side="left", padx=8)
+        ttk.Button(transport, text="Save WAV\u2026", command=self.save_wav_dialog).pack(side="right")
+        self.history_panel = HistoryPanel(left, on_select=self.show_history, on_regenerate=self.regenerate, on_preset=self.history_to_preset)
+        self.history_panel.pack(fill="both", expand=True, pady=(8, 0))
+
+        self.voice_panel = VoicePanel(right, self.library, self.dialog, on_play=self.play_reference, on_record=self.open_recorder)
+        self.voice_panel.pack(fill="x")
+        self.emotion_panel = EmotionPanel(right, pick_clip=self._pick_emotion_clip)
+        self.emotion_panel.pack(fill="x", pady=(8, 0))
+        self.advanced = AdvancedPanel(right, on_change=lambda: self.root.after_idle(self.text_panel.update_preview))
+        self.advanced.pack(fill="x", pady=(8, 0))
+        presets = ttk.LabelFrame(right, text="Presets", padding=6)
+        presets.pack(fill="x", pady=(8, 0))
+        self.preset_box = ttk.Combobox(presets, textvariable=self.preset_name, width=22)
+        self.preset_box.pack(side="left", fill="x", expand=True)
+        ttk.Button(presets, text="Load", command=lambda: self.load_preset(self.preset_name.get())).pack(side="left", padx=4)
+        ttk.Button(presets, text="Save\u2026", command=self.save_preset_dialog).pack(side="left")
+        ttk.Button(presets, text="Delete", command=self.delete_preset).pack(side="left", padx=4)
+        self.refresh_presets()
+
+    def _bind_keys(self) -> None:
+        r = self.root
+        r.bind("<Control-Return>", lambda e: self.generate())
+        r.bind("<F5>", lambda e: self.generate())
+        r.bind("<Escape>", lambda e: self.cancel())
+        r.bind("<Control-s>", lambda e: self.save_wav_dialog())
+        r.bind("<Control-S>", lambda e: self.quick_save())
+        r.bind("<Control-o>", lambda e: self.voice_panel.open_clip())
+        r.bind("<Control-r>", lambda e: self.open_recorder())
+        r.bind("<Control-p>", lambda e: self.play_pause())
+        r.bind("<Control-q>", lambda e: self.close())
+
+    # --- errors -----------------------------------------------------------------------------------------------
+    def error(self, title: str, exc_or_message: BaseException | str, prefix: str = "") -> None:
+        if isinstance(exc_or_message, BaseException):
+            message, details = describe_error(exc_or_message)
+            expected = isinstance(exc_or_message, (UserError, EngineError, VoiceError, PresetError, AudioUnavailable))
+            log.warning("%s: %s", title, message, exc_info=None if expected else exc_or_message)
+        else:
+            message, details = exc_or_message, ""
+        self.dialog("error", parent=self.root, title=title, message=prefix + message, details=details)
+
+    def _callback_exception(self, exc_type, exc, tb) -> None:
+        log.error("unhandled error in a Tk callback", exc_info=(exc_type, exc, tb))
+        self.error("Unexpected error", exc.with_traceback(tb))
+
+    # --- engine -----------------------------------------------------------------------------------------------
+    def _split_for_preview(self, text: str) -> list[str]:
+        try:
+            tokens = int(float(self.advanced.vars["max_text_tokens_per_segment"].get()))
+        except (ValueError, AttributeError):
+            tokens = GenerationSettings().max_text_tokens_per_segment
+        return self.engine.split_text(text, max(1, tokens))
+
+    def show_first_run(self, problem: str) -> None:
+        self.first_run.show_problem(self.model_dir, problem)
+        self.studio.pack_forget()
+        self.first_run.pack(fill="both", expand=True)
+        self.status.set("Models missing")
+
+    def show_studio(self) -> None:
+        self.first_run.pack_forget()
+        if not self.studio.winfo_ismapped():
+            self.studio.pack(fill="both", expand=True)
+
+    @property
+    def first_run_visible(self) -> bool:
+        return self.first_run.winfo_manager() != ""
+
+    def load_engine(self) -> None:
+        if self.load_job is not None:
+            return
+        if self.model_dir is not None and not self.model_dir.is_dir():
+            self.show_first_run(f"The folder {self.model_dir} does not exist.")
+            return
+        self.show_studio()
+        self.status.set("Loading the models\u2026")
+        model_dir, device, fp16 = self.model_dir, self.settings.device, self.settings.fp16
+
+        def work(job: Job, post: Callable) -> None:
+            self.engine.load(model_dir, device=device, fp16=fp16, on_progress=lambda p: post("progress", p))
+
+        def done(_: None) -> None:
+            self.load_job = None
+            self.status.set("Ready.")
+            self.stage.set("")
+            self.progress.set(0)
+            self.set_busy(False)
+            self.text_panel.update_preview()
+
+        def failed(exc: BaseException) -> None:
+            self.load_job = None
+            self.set_busy(False)
+            if isinstance(exc, EngineError):
+                self.show_first_run(str(exc))
+            else:
+                self.status.set("Loading the models failed.")
+                self.error("Loading the models", exc)
+
+        self.load_job = self.worker.start("load", work, done, failed, on_message=lambda k, p: self._on_progress(p))
+        self.set_busy(False)
+
+    def choose_model_dir(self) -> None:
+        path = self.dialog("directory", parent=self.root, title="Choose the IndexTTS-2 model folder")
+        if path:
+            self.model_dir = Path(path)
+            self.settings.model_dir = str(path)
+            self._save_settings()
+            self.load_engine()
+
+    # --- generation -------------------------------------------------------------------------------------------
+    def set_busy(self, _unused: bool = False) -> None:
+        generating = self.job is not None
+        ready = self.engine.loaded and self.load_job is None
+        self.generate_button.configure(state="normal" if ready and not generating else "disabled")
+        self.cancel_button.configure(state="normal" if generating else "disabled")
+
+    def build_request(self) -> Request:
+        """The request from the widgets, or :class:`UserError` saying what to fix."""
+        text = self.text_panel.get_text().strip()
+        if not text:
+            raise UserError("There is no text to speak. Type or paste some text first.")
+        voice = self.voice_panel.voice_path.get()
+        if not voice:
+            raise UserError("Choose a voice first: open a clip, pick one from the library, or record one.")
+        try:
+            check_clip(voice)
+        except VoiceError as exc:
+            raise UserError(f"The voice clip cannot be used. {exc}") from None
+        settings = self.advanced.get_settings()
+        if settings.seed is None:
+            settings.seed = random.randrange(2**31)  # recorded so that 'regenerate' is exact
+        emotion = self.emotion_panel.to_emotion()
+        try:
+            emotion.validate()
+        except EngineError as exc:
+            raise UserError(str(exc)) from None
+        if emotion.mode == "audio":
+            try:
+                check_clip(emotion.audio or "")
+            except VoiceError as exc:
+                raise UserError(f"The emotion clip cannot be used. {exc}") from None
+        return Request(text=text, voice=voice, voice_label=self.voice_panel.voice_label.get(), emotion=emotion,
+                       emotion_state=self.emotion_panel.get_state(), settings=settings, stream=bool(self.stream_var.get()))
+
+    def generate(self) -> Job | None:
+        if self.job is not None or self.load_job is not None:
+            return None
+        if not self.engine.loaded:
+            self.error("Generate", "The models are not loaded yet.")
+            return None
+        try:
+            request = self.build_request()
+        except UserError as exc:
+            self.error("Generate", exc)
+            return None
+        return self.start_job(request)
+
+    def start_job(self, request: Request) -> Job:
+        self.stop_playback()
+        engine = self.engine
+        self._stream_started = False
+        self._stream_gap = np.zeros(int(request.settings.interval_silence_ms * SAMPLE_RATE / 1000), dtype=np.int16)
+
+        def work(job: Job, post: Callable) -> SynthesisResult:
+            progress = lambda p: post("progress", p)  # noqa: E731
+            args = (request.text, request.voice, request.emotion, request.settings, progress, job.cancel)
+            if not request.stream:
+                return engine.synthesize(*args)
+            start = time.perf_counter()
+            pieces, texts = [], []
+            gap = np.zeros(int(request.settings.interval_silence_ms * SAMPLE_RATE / 1000), dtype=np.int16)
+            for seg in engine.synthesize_stream(*args):
+                post("segment", seg)
+                pieces += [gap, seg.audio] if pieces else [seg.audio]
+                texts.append(seg.text)
+            audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+            return SynthesisResult(audio=audio, timings={"total": time.perf_counter() - start}, segments=texts)
+
+        self.job_started = time.monotonic()
+        self.last_progress = None
+        self.progress.set(0)
+        self.stage.set("Starting\u2026")
+        self.status.set("Generating\u2026")
+        self.job = self.worker.start("synthesis", work, lambda r: self._job_done(request, r), self._job_failed, self._job_message)
+        self.set_busy(True)
+        self._tick_timing()
+        self.save_state()
+        return self.job
+
+    def _on_progress(self, p: Progress) -> None:
+        self.last_progress = p
+        self.progress.set(max(0.0, min(1.0, p.fraction)) * 100)
+        seg = f" \u2014 segment {p.segment}/{p.segments}" if p.segments else ""
+        self.stage.set(f"{p.stage}{seg}")
+
+    def _job_message(self, kind: str, payload: object) -> None:
+        if kind == "progress":
+            self._on_progress(payload)  # type: ignore[arg-type]
+        elif kind == "segment":
+            self._stream_segment(payload)  # type: ignore[arg-type]
+
+    def _stream_segment(self, seg: SegmentAudio) -> None:
+        try:
+            player = self._player()
+            if not self._stream_started:
+                player.load(seg.audio, SAMPLE_RATE, open_ended=True)
+                player.play()
+                self._stream_started = True
+                self._poll_cursor()
+            else:
+                player.append(np.concatenate([self._stream_gap, seg.audio]), SAMPLE_RATE, last=seg.index + 1 >= seg.count)
+        except AudioUnavailable as exc:
+            self.stream_var.set(False)
+            self.status.set(str(exc))
+            log.warning("streaming playback disabled: %s", exc)
+
+    def _tick_timing(self) -> None:
+        if self.job is None:
+            return
+        elapsed = time.monotonic() - self.job_started
+        text = f"elapsed {elapsed:4.1f} s"
+        p = self.last_progress
+        if p is not None and 0.03 < p.fraction < 1.0:
+            text += f" \u00b7 about {elapsed / p.fraction * (1 - p.fraction):.0f} s left"
+        self.timing.set(text)
+        self.root.after(200, self._tick_timing)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel.set()
+            self.stage.set("Cancelling\u2026")
+
+    def _job_done(self, request: Request, result: SynthesisResult) -> None:
+        self.job = None
+        self.set_busy(False)
+        entry = HistoryEntry(request=request, result=result)
+        self.history.append(entry)
+        self.history_panel.add(len(self.history) - 1, time.strftime("%H:%M:%S"), request.text, request.voice_label, result.duration, request.settings.seed)
+        self.show_entry(entry)
+        took = time.monotonic() - self.job_started
+        self.progress.set(100)
+        self.stage.set("Done")
+        self.timing.set(f"took {took:.1f} s")
+        self.status.set(f"Generated {result.duration:.1f} s of audio in {took:.1f} s." + (" " + " ".join(result.warnings) if result.warnings else ""))
+        if self._stream_started and self.player is not None:
+            self.player.close_stream_input()
+
+    def _job_failed(self, exc: BaseException) -> None:
+        self.job = None
+        self.set_busy(False)
+        self.progress.set(0)
+        if self.player is not None and self._stream_started:
+            self.player.stop()
+        if isinstance(exc, Cancelled):
+            self.stage.set("Cancelled")
+            self.status.set("Generation cancelled.")
+            return
+        self.stage.set("Failed")
+        self.status.set("Generation failed.")
+        self.error("Generate", exc)
+
+    # --- result, playback -------------------------------------------------------------------------------------
+    def show_entry(self, entry: HistoryEntry) -> None:
+        self.current = entry
+        self.waveform.set_audio(entry.result.audio, entry.result.sample_rate)
+        self.position.set(f"0.0 / {entry.result.duration:.1f} s")
+
+    def show_history(self, index: int) -> None:
+        if 0 <= index < len(self.history) and self.history[index] is not self.current:
+            self.stop_playback()
+            self.show_entry(self.history[index])
+
+    def _player(self) -> Player:
+        if self.player is None:
+            self.player = Player(self.settings.output_device)
+        return self.player
+
+    def play_pause(self) -> None:
+        if self.current is None:
+            return
+        try:
+            player = self._player()
+            if player.playing:
+                player.pause()
+                self.play_button.configure(text="\u25b6 Play")
+                return
+            if getattr(player, "entry", None) is not self.current:
+                player.load(self.current.result.audio, self.current.result.sample_rate)
+                player.entry = self.current  # type: ignore[attr-defined]
+            player.play()
+        except AudioUnavailable as exc:
+            self.error("Playback", exc)
+            return
+        self.play_button.configure(text="\u23f8 Pause")
+        self._poll_cursor()
+
+    def play_reference(self, path: Path) -> None:
+        try:
+            audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            player = self._player()
+            player.load(audio.mean(axis=1), rate)
+            player.entry = None  # type: ignore[attr-defined]
+            player.play()
+        except AudioUnavailable as exc:
+            self.error("Playback", exc)
+        except (OSError, RuntimeError) as exc:
+            self.error("Playback", exc, prefix=f"Could not play {path.name}: ")
+
+    def stop_playback(self) -> None:
+        if self.player is not None:
+            self.player.stop()
+        self.play_button.configure(text="\u25b6 Play")
+        self.waveform.set_cursor(0.0)
+
+    def seek(self, seconds: float) -> None:
+        if self.player is not None and getattr(self.player, "entry", None) is self.current:
+            self.player.seek(seconds)
+        self.waveform.set_cursor(seconds)
+
+    def _poll_cursor(self) -> None:
+        if self._cursor_id is not None:
+            return
+
+        def tick() -> None:
+            self._cursor_id = None
+            player = self.player
+            if player is None:
+                return
+            self.waveform.set_cursor(player.position)
+            total = self.current.result.duration if self.current else player.duration
+            self.position.set(f"{player.position:.1f} / {total:.1f} s")
+            if player.playing or self.job is not None:
+                self._cursor_id = self.root.after(50, tick)
+            else:
+                self.play_button.configure(text="\u25b6 Play")
+
+        self._cursor_id = self.root.after(50, tick)
+
+    # --- saving -----------------------------------------------------------------------------------------------
+    def output_dir(self) -> Path:
+        return Path(self.settings.output_dir) if self.settings.output_dir else self.dirs.outputs
+
+    def save_wav(self, path: Path) -> Path | None:
+        if self.current is None:
+            self.error("Save", "There is no result to save yet. Generate something first.")
+            return None
+        try:
+            write_wav_atomic(path, self.current.result.audio, self.current.result.sample_rate)
+        except Exception as exc:
+            self.error("Save", exc, prefix=f"Could not save {path.name}. ")
+            return None
+        self.status.set(f"Saved {path}")
+        return path
+
+    def save_wav_dialog(self) -> Path | None:
+        if self.current is None:
+            self.error("Save", "There is no result to save yet. Generate something first.")
+            return None
+        folder = self.output_dir()
+        name = default_wav_name(self.current.request.text, self.current.created)
+        chosen = self.dialog("save_file", parent=self.root, title="Save as WAV", initialdir=str(folder), initialfile=name,
+                             defaultextension=".wav", filetypes=[("WAV audio", "*.wav")])
+        return self.save_wav(Path(chosen)) if chosen else None
+
+    def quick_save(self) -> Path | None:
+        """Save into the output folder under the default name; never overwrites (adds -2, -3, ...)."""
+        if self.current is None:
+            self.error("Save", "There is no result to save yet. Generate something first.")
+            return None
+        folder = self.output_dir()
+        path = folder / default_wav_name(self.current.request.text, self.current.created)
+        n = 2
+        while path.exists():
+            path = path.with_name(f"{path.stem.rsplit('~', 1)[0]}~{n}.wav")
+            n += 1
+        return self.save_wav(path)
+
+    # --- presets and state ------------------------------------------------------------------------------------
+    def snapshot(self) -> Preset:
+        return Preset(name="", voice=self.voice_panel.voice_path.get(), emotion=self.emotion_panel.get_state(),
+                      settings=self._settings_dict())
+
+    def _settings_dict(self) -> dict:
+        try:
+            return self.advanced.get_settings().to_dict()
+        except UserError:
+            return GenerationSettings().to_dict()
+
+    def apply_preset(self, preset: Preset) -> None:
+        problems = []
+        if preset.voice:
+            if Path(preset.voice).is_file():
+                self.voice_panel.set_clip(preset.voice)
+            else:
+                problems.append(f"its voice clip {preset.voice} no longer exists")
+        try:
+            self.emotion_panel.set_state(preset.emotion)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"its emotion settings are invalid ({exc})")
+        self.advanced.set_settings(preset.settings)
+        if problems:
+            self.dialog("warning", parent=self.root, title="Preset", message=f"Preset '{preset.name}' was loaded, but " + "; ".join(problems) + ".")
+
+    def refresh_presets(self) -> None:
+        self.preset_box.configure(values=self.presets.names())
+
+    def save_preset_dialog(self, base: Preset | None = None) -> Path | None:
+        name = self.dialog("string", parent=self.root, title="Save preset", prompt="Preset name:", initialvalue=self.preset_name.get())
+        if not name or not name.strip():
+            return None
+        preset = base or self.snapshot()
+        preset.name = name.strip()
+        try:
+            path = self.presets.save(preset)
+        except OSError as exc:
+            self.error("Save preset", exc)
+            return None
+        self.refresh_presets()
+        self.preset_name.set(preset.name)
+        self.status.set(f"Preset '{preset.name}' saved.")
+        return path
+
+    def load_preset(self, name: str) -> bool:
+        if not name:
+            self.error("Preset", "Choose a preset first.")
+            return False
+        try:
+            preset = self.presets.load(name)
+        except PresetError as exc:
+            self.error("Preset", exc, prefix=f"Could not load the preset '{name}': ")
+            return False
+        self.apply_preset(preset)
+        self.status.set(f"Preset '{preset.name}' loaded.")
+        return True
+
+    def import_preset(self) -> bool:
+        path = self.dialog("open_file", parent=self.root, title="Import a preset", filetypes=PRESET_FILETYPES)
+        if not path:
+            return False
+        try:
+            preset = self.presets.load_file(Path(path))
+            self.presets.save(preset)
+        except (PresetError, OSError) as exc:
+            self.error("Import preset", exc, prefix=f"Could not import {Path(path).name}: ")
+            return False
+        self.refresh_presets()
+        self.preset_name.set(preset.name)
+        self.apply_preset(preset)
+        return True
+
+    def delete_preset(self) -> None:
+        name = self.preset_name.get()
+        if name and self.dialog("yesno", parent=self.root, title="Delete preset", message=f"Delete the preset '{name}'?"):
+            self.presets.delete(name)
+            self.preset_name.set("")
+            self.refresh_presets()
+
+    def regenerate(self, index: int) -> Job | None:
+        request = self.history[index].request
+        self.text_panel.set_text(request.text)
+        if Path(request.voice).is_file():
+            self.voice_panel.set_clip(request.voice, label=request.voice_label)
+        self.emotion_panel.set_state(request.emotion_state)
+        self.advanced.set_settings(request.settings.to_dict())
+        if self.job is not None or not self.engine.loaded:
+            return None
+        return self.start_job(Request(**{**request.__dict__, "settings": GenerationSettings.from_dict(request.settings.to_dict())}))
+
+    def history_to_preset(self, index: int) -> Path | None:
+        request = self.history[index].request
+        return self.save_preset_dialog(Preset(name="", voice=request.voice, emotion=dict(request.emotion_state), settings=request.settings.to_dict()))
+
+    def save_state(self) -> None:
+        if not self.persist:
+            return
+        state = {"text": self.text_panel.get_text(), **asdict(self.snapshot()), "advanced_open": bool(self.advanced.open.get()),
+                 "preset": self.preset_name.get(), "streaming": bool(self.stream_var.get())}
+        state.pop("name", None)
+        try:
+            self.files.save_state(state)
+        except OSError:
+            log.warning("could not save the last-used state", exc_info=True)
+
+    def restore_state(self) -> None:
+        state = self.files.load_state()
+        if not state:
+            return
+        try:
+            self.text_panel.set_text(str(state.get("text", "")))
+            voice = state.get("voice") or ""
+            if voice and Path(voice).is_file():
+                self.voice_panel.set_clip(voice)
+            self.emotion_panel.set_state(state.get("emotion") or {})
+            self.advanced.set_settings(state.get("settings") or {})
+            self.advanced.set_open(bool(state.get("advanced_open", False)))
+            self.preset_name.set(str(state.get("preset", "")))
+            self.stream_var.set(bool(state.get("streaming", self.settings.streaming)))
+        except (ValueError, TypeError) as exc:
+            log.warning("last-used state partly ignored: %s", exc)
+            self.files.notes.append(f"The last-used state could not be fully restored ({exc}).")
+
+    def _save_settings(self) -> None:
+        if self.persist:
+            try:
+                self.files.save_settings(self.settings)
+            except OSError as exc:
+                self.error("Settings", exc, prefix="Could not save the settings: ")
+
+    # --- tools ------------------------------------------------------------------------------------------------
+    def open_settings(self) -> SettingsDialog:
+        return SettingsDialog(self.root, self.settings, self.dialog, self.apply_settings)
+
+    def apply_settings(self, new: AppSettings) -> None:
+        reload = (new.model_dir, new.device, new.fp16) != (self.settings.model_dir, self.settings.device, self.settings.fp16)
+        if new.output_device != self.settings.output_device and self.player is not None:
+            self.player.stop()
+            self.player = None
+        self.settings = new
+        self.stream_var.set(new.streaming)
+        self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
+        self._save_settings()
+        if reload and self.job is None:
+            self.load_engine()
+
+    def open_log(self) -> LogWindow:
+        return LogWindow(self.root, self.log_path)
+
+    def open_recorder(self) -> RecordDialog:
+        return RecordDialog(self.root, self.library, self.dialog, on_saved=self._voice_recorded, input_device=self.settings.input_device,
+                            output_device=self.settings.output_device, countdown=self.settings.countdown)
+
+    def _voice_recorded(self, voice) -> None:
+        self.voice_panel.refresh()
+        self.voice_panel.use_voice(voice)
+        self.status.set(f"Voice '{voice.name}' saved and selected.")
+
+    def _pick_emotion_clip(self) -> str | None:
+        path = self.dialog("open_file", parent=self.root, title="Choose an emotion clip", filetypes=dialogs_mod.AUDIO_FILETYPES)
+        if not path:
+            return None
+        try:
+            check_clip(path)
+        except VoiceError as exc:
+            self.error("Emotion clip", str(exc))
+            return None
+        return path
+
+    def run_device_check(self, show: bool) -> Job:
+        def done(report: DeviceReport) -> None:
+            self.device_report = report
+            self.device_note.set(report.summary)
+            if show:
+                self.dialog("info", parent=self.root, title="Device check", message=report.summary, details=report.details)
+
+        return self.worker.start("device-check", lambda job, post: check_device(), done, lambda exc: self.error("Device check", exc))
+
+    def close(self) -> None:
+        self.save_state()
+        if self.job is not None:
+            self.job.cancel.set()
+        if self.player is not None:
+            self.player.stop()
+        self.worker.close()
+        self.root.destroy()
+
+
+# --- entry points ---------------------------------------------------------------------------------------------
+def _dpi_aware() -> None:
+    if sys.platform == "win32":
+        try:
+            import ctypes
+
+            ctypes.windll.shcore.SetProcessDpiAwareness(1)
+        except Exception:  # older Windows
+            pass
+
+
+def make_engine(engine: EngineProtocol | None, standin: bool) -> EngineProtocol:
+    if engine is not None:
+        return engine
+    if standin:
+        from desktop.standin import StandInEngine
+
+        return StandInEngine()
+    from core.engine import Engine  # the real engine (issue 6)
+
+    return Engine()
+
+
+def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_dir: str | Path | None = None,
+        dialog: Callable[..., object] | None = None, dirs: AppDirs | None = None,
+        on_setup_models: Callable[[StudioApp], None] | None = None) -> int:
+    """Open the studio and run until the window closes; 0 on a normal exit, 1 if it could not start."""
+    _dpi_aware()
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        print(f"Cannot open a window: {exc}", file=sys.stderr)
+        return 1
+    try:
+        eng = make_engine(engine, standin)
+        StudioApp(root, eng, dirs=dirs, dialog=dialog, model_dir=model_dir, on_setup_models=on_setup_models)
+    except Exception as exc:
+        log.exception("the app could not start")
+        message, details = describe_error(exc)
+        dialogs_mod.ErrorDialog(root, APP_TITLE, f"The app could not start: {message}", details)
+        root.mainloop()
+        return 1
+    root.mainloop()
+    return 0
+
+
+def selftest(engine: EngineProtocol, dirs: AppDirs | None = None) -> int:
+    """Open and close the main window without touching the user's state; 0 when healthy."""
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        print(f"selftest: cannot open a window: {exc}", file=sys.stderr)
+        return 1
+    shown: list[tuple[str, dict]] = []
+    try:
+        app = StudioApp(root, engine, dirs=dirs, dialog=lambda kind, **o: shown.append((kind, o)), autoload=False,
+                        check_device_on_start=False, persist=False)
+        root.update()
+        ok = root.winfo_ismapped() and app.generate_button.winfo_exists() and app.waveform.winfo_ismapped()
+        errors = [o.get("message") for kind, o in shown if kind == "error"]
+        if errors:
+            log.error("selftest: errors shown: %s", errors)
+        app.close()
+        return 0 if ok and not errors else 1
+    except Exception:
+        log.exception("selftest failed")
+        try:
+            root.destroy()
+        except tk.TclError:
+            pass
+        return 1

@@ -1,0 +1,1 @@
+"""Reusable Tk widgets of the desktop app."""

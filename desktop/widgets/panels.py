@@ -1,0 +1,345 @@
+"""The panels of the main window: text, voice, advanced settings, history, first-run screen."""
+
+from __future__ import annotations
+
+import logging
+import tkinter as tk
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from tkinter import ttk
+
+from core.api import GenerationSettings
+from desktop.dialogs import AUDIO_FILETYPES, UserError
+from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
+
+log = logging.getLogger(__name__)
+
+Dialog = Callable[..., object]
+
+
+# --- text ---------------------------------------------------------------------------------------------------
+class TextPanel(ttk.LabelFrame):
+    """The text to speak, its character count and a live preview of the segments."""
+
+    def __init__(self, parent: tk.Misc, split: Callable[[str], list[str]]) -> None:
+        super().__init__(parent, text="Text", padding=8)
+        self._split = split
+        self._after_id: str | None = None
+        self.char_count = tk.StringVar(value="0 characters")
+        self.segments: list[str] = []
+        self.text = tk.Text(self, height=8, wrap="word", undo=True, font=("TkDefaultFont", 11))
+        self.text.pack(fill="both", expand=True)
+        info = ttk.Frame(self)
+        info.pack(fill="x", pady=(4, 0))
+        ttk.Label(info, textvariable=self.char_count).pack(side="left")
+        self.segment_count = tk.StringVar(value="")
+        ttk.Label(info, textvariable=self.segment_count).pack(side="right")
+        self.preview = tk.Listbox(self, height=4, activestyle="none", background="#f5f5f5")
+        self.preview.pack(fill="x", pady=(4, 0))
+        self.text.bind("<<Modified>>", self._modified)
+
+    def _modified(self, event: tk.Event | None = None) -> None:
+        self.text.edit_modified(False)
+        self.char_count.set(f"{len(self.get_text())} characters")
+        if self._after_id is not None:
+            self.after_cancel(self._after_id)
+        self._after_id = self.after(150, self.update_preview)
+
+    def update_preview(self) -> None:
+        self._after_id = None
+        text = self.get_text()
+        try:
+            self.segments = self._split(text) if text.strip() else []
+        except Exception as exc:  # the engine may need its tokenizer loaded first
+            log.debug("segment preview unavailable: %s", exc)
+            self.segments = []
+            self.segment_count.set("segment preview after the model is loaded")
+            return
+        self.preview.delete(0, "end")
+        for i, seg in enumerate(self.segments, 1):
+            self.preview.insert("end", f"{i:>3}. {seg}")
+        n = len(self.segments)
+        self.segment_count.set(f"{n} segment{'s' if n != 1 else ''}" if n else "")
+
+    def get_text(self) -> str:
+        return self.text.get("1.0", "end-1c")
+
+    def set_text(self, text: str) -> None:
+        self.text.delete("1.0", "end")
+        self.text.insert("1.0", text)
+        self._modified()
+
+
+# --- voice --------------------------------------------------------------------------------------------------
+class VoicePanel(ttk.LabelFrame):
+    """Reference clip (file, drag and drop, library, recording) and the library list."""
+
+    def __init__(self, parent: tk.Misc, library: VoiceLibrary, dialog: Dialog, on_play: Callable[[Path], None], on_record: Callable[[], None]) -> None:
+        super().__init__(parent, text="Voice", padding=8)
+        self.library = library
+        self.dialog = dialog
+        self.on_play = on_play
+        self.voice_path = tk.StringVar(value="")
+        self.voice_label = tk.StringVar(value="No voice chosen")
+        ttk.Label(self, textvariable=self.voice_label, font=("TkDefaultFont", 10, "bold")).pack(fill="x")
+        row = ttk.Frame(self)
+        row.pack(fill="x", pady=(4, 0))
+        ttk.Button(row, text="Open clip\u2026", command=self.open_clip).pack(side="left")
+        ttk.Button(row, text="\u25b6 Play", command=self.play_current).pack(side="left", padx=4)
+        ttk.Button(row, text="\u25cf Record\u2026", command=on_record).pack(side="left")
+        self.tree = ttk.Treeview(self, columns=("name",), show="headings", height=4, selectmode="browse")
+        self.tree.heading("name", text="Voice library")
+        self.tree.pack(fill="x", pady=(6, 0))
+        self.tree.bind("<<TreeviewSelect>>", lambda e: self._use_selected())
+        lib = ttk.Frame(self)
+        lib.pack(fill="x", pady=(4, 0))
+        ttk.Button(lib, text="Add current to library", command=self.add_current).pack(side="left")
+        ttk.Button(lib, text="Rename", command=self.rename_selected).pack(side="left", padx=4)
+        ttk.Button(lib, text="Delete", command=self.delete_selected).pack(side="left")
+        self.dnd = self._enable_drop()
+        self.refresh()
+
+    def _enable_drop(self) -> bool:
+        """Accept dropped files when tkinterdnd2 is installed; otherwise the file picker is the way."""
+        try:
+            import tkinterdnd2
+
+            tkinterdnd2.TkinterDnD._require(self.winfo_toplevel())
+            self.drop_target_register(tkinterdnd2.DND_FILES)
+            self.dnd_bind("<<Drop>>", lambda e: self.set_clip(self.tk.splitlist(e.data)[0]) if e.data else None)
+            return True
+        except Exception as exc:  # not installed, or tkdnd missing for this platform
+            log.info("drag and drop unavailable: %s", exc)
+            return False
+
+    def refresh(self) -> None:
+        self.tree.delete(*self.tree.get_children())
+        for voice in self.library.list():
+            self.tree.insert("", "end", iid=voice.id, values=(voice.name,))
+
+    def _error(self, message: str, details: str = "") -> None:
+        self.dialog("error", parent=self, title="Voice", message=message, details=details)
+
+    def open_clip(self) -> None:
+        path = self.dialog("open_file", parent=self, title="Choose a voice clip", filetypes=AUDIO_FILETYPES)
+        if path:
+            self.set_clip(path)
+
+    def set_clip(self, path: str | Path, label: str | None = None) -> bool:
+        """Use ``path`` as the voice if it is a readable clip; otherwise say why and keep the old voice."""
+        try:
+            info = check_clip(path)
+        except VoiceError as exc:
+            self._error(str(exc))
+            return False
+        self.voice_path.set(str(path))
+        self.voice_label.set(label or f"{Path(path).name} ({info.frames / info.samplerate:.1f} s)")
+        return True
+
+    def use_voice(self, voice: Voice) -> None:
+        if self.set_clip(voice.clip, label=f"{voice.name} (library)"):
+            if self.tree.exists(voice.id) and self.tree.selection() != (voice.id,):
+                self.tree.selection_set(voice.id)
+
+    def selected(self) -> Voice | None:
+        sel = self.tree.selection()
+        if not sel:
+            return None
+        try:
+            return self.library.get(sel[0])
+        except VoiceError:
+            return None
+
+    def _use_selected(self) -> None:
+        voice = self.selected()
+        if voice is not None and self.voice_path.get() != str(voice.clip):
+            self.use_voice(voice)
+
+    def play_current(self) -> None:
+        if not self.voice_path.get():
+            self._error("Choose a voice first.")
+            return
+        self.on_play(Path(self.voice_path.get()))
+
+    def add_current(self) -> Voice | None:
+        path = self.voice_path.get()
+        if not path:
+            self._error("Choose a voice clip first, then add it to the library.")
+            return None
+        name = self.dialog("string", parent=self, title="Add voice", prompt="Name for this voice:", initialvalue=Path(path).stem)
+        if not name:
+            return None
+        try:
+            voice = self.library.add_file(name, path)
+        except (VoiceError, OSError) as exc:
+            self._error(f"Could not add the voice: {exc}")
+            return None
+        self.refresh()
+        self.use_voice(voice)
+        return voice
+
+    def rename_selected(self) -> None:
+        voice = self.selected()
+        if voice is None:
+            self._error("Select a voice in the library first.")
+            return
+        name = self.dialog("string", parent=self, title="Rename voice", prompt="New name:", initialvalue=voice.name)
+        if name and name.strip():
+            self.library.rename(voice.id, name)
+            self.refresh()
+            self.use_voice(self.library.get(voice.id))
+
+    def delete_selected(self) -> None:
+        voice = self.selected()
+        if voice is None:
+            self._error("Select a voice in the library first.")
+            return
+        if not self.dialog("yesno", parent=self, title="Delete voice", message=f"Delete the voice '{voice.name}' and its clip?"):
+            return
+        if self.voice_path.get() == str(voice.clip):
+            self.voice_path.set("")
+            self.voice_label.set("No voice chosen")
+        self.library.delete(voice.id)
+        self.refresh()
+
+
+# --- advanced settings ----------------------------------------------------------------------------------------
+ADVANCED: tuple[tuple[str, str, type], ...] = (
+    ("temperature", "Temperature", float),
+    ("top_p", "Top-p", float),
+    ("top_k", "Top-k (0 = off)", int),
+    ("num_beams", "Beams", int),
+    ("repetition_penalty", "Repetition penalty", float),
+    ("max_mel_tokens", "Max mel tokens", int),
+    ("max_text_tokens_per_segment", "Tokens per segment", int),
+    ("interval_silence_ms", "Silence between segments (ms)", int),
+    ("diffusion_steps", "Diffusion steps", int),
+    ("seed", "Seed (empty = random)", int),
+)
+
+
+def _parse(raw: str, kind: type) -> float | int:
+    value = float(raw)  # ValueError for text
+    if kind is int:
+        if not value.is_integer():
+            raise ValueError(raw)
+        return int(value)
+    return value
+
+
+class AdvancedPanel(ttk.Frame):
+    """Collapsed by default; every GenerationSettings field the user may want, plus reset to defaults."""
+
+    def __init__(self, parent: tk.Misc, on_change: Callable[[], None] | None = None) -> None:
+        super().__init__(parent)
+        self.open = tk.BooleanVar(value=False)
+        self.toggle = ttk.Checkbutton(self, text="\u25b8 Advanced settings", variable=self.open, style="Toolbutton", command=self._show)
+        self.toggle.pack(anchor="w")
+        self.body = ttk.Frame(self, padding=(8, 4))
+        self.vars: dict[str, tk.StringVar] = {}
+        self.do_sample = tk.BooleanVar(value=True)
+        for row, (key, label, _) in enumerate(ADVANCED):
+            ttk.Label(self.body, text=label).grid(row=row, column=0, sticky="w")
+            var = tk.StringVar()
+            ttk.Entry(self.body, textvariable=var, width=10).grid(row=row, column=1, sticky="w", padx=6, pady=1)
+            self.vars[key] = var
+            if on_change:
+                var.trace_add("write", lambda *a: on_change())
+        ttk.Checkbutton(self.body, text="Sampling (off = greedy)", variable=self.do_sample).grid(row=len(ADVANCED), column=0, columnspan=2, sticky="w")
+        ttk.Button(self.body, text="Reset to defaults", command=self.reset).grid(row=len(ADVANCED) + 1, column=0, sticky="w", pady=(4, 0))
+        self._extra: dict = {}
+        self.reset()
+
+    def _show(self) -> None:
+        if self.open.get():
+            self.body.pack(fill="x")
+        else:
+            self.body.pack_forget()
+        self.toggle.configure(text=("\u25be" if self.open.get() else "\u25b8") + " Advanced settings")
+
+    def set_open(self, value: bool) -> None:
+        self.open.set(value)
+        self._show()
+
+    def reset(self) -> None:
+        self.set_settings(GenerationSettings().to_dict())
+
+    def set_settings(self, data: dict) -> None:
+        settings = GenerationSettings.from_dict(data)
+        self._extra = {k: v for k, v in settings.to_dict().items() if k not in self.vars and k != "do_sample"}
+        for key, var in self.vars.items():
+            value = getattr(settings, key)
+            var.set("" if value is None else str(value))
+        self.do_sample.set(settings.do_sample)
+
+    def get_settings(self) -> GenerationSettings:
+        """The settings typed in, or :class:`UserError` naming the field that is not a number / out of range."""
+        values: dict = dict(self._extra)
+        values["do_sample"] = bool(self.do_sample.get())
+        for key, label, kind in ADVANCED:
+            raw = self.vars[key].get().strip()
+            if key == "seed" and raw == "":
+                values[key] = None
+                continue
+            try:
+                values[key] = _parse(raw, kind)
+            except ValueError:
+                raise UserError(f"Advanced settings: '{label}' must be {'a whole number' if kind is int else 'a number'} (got '{raw}').") from None
+        settings = GenerationSettings(**{f.name: values[f.name] for f in fields(GenerationSettings) if f.name in values})
+        try:
+            settings.validate()
+        except Exception as exc:
+            raise UserError(f"Advanced settings: {exc}") from None
+        return settings
+
+
+# --- history --------------------------------------------------------------------------------------------------
+class HistoryPanel(ttk.LabelFrame):
+    def __init__(self, parent: tk.Misc, on_select: Callable[[int], None], on_regenerate: Callable[[int], None], on_preset: Callable[[int], None]) -> None:
+        super().__init__(parent, text="History", padding=6)
+        self.tree = ttk.Treeview(self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=4, selectmode="browse")
+        for col, label, width in (("time", "Time", 70), ("text", "Text", 260), ("voice", "Voice", 120), ("length", "Length", 60), ("seed", "Seed", 90)):
+            self.tree.heading(col, text=label)
+            self.tree.column(col, width=width, stretch=col == "text")
+        self.tree.pack(fill="both", expand=True)
+        self.tree.bind("<<TreeviewSelect>>", lambda e: self.selected() is not None and on_select(self.selected()))
+        buttons = ttk.Frame(self)
+        buttons.pack(fill="x", pady=(4, 0))
+        ttk.Button(buttons, text="Regenerate", command=lambda: self.selected() is not None and on_regenerate(self.selected())).pack(side="left")
+        ttk.Button(buttons, text="Save as preset\u2026", command=lambda: self.selected() is not None and on_preset(self.selected())).pack(side="left", padx=4)
+
+    def add(self, index: int, time_text: str, text: str, voice: str, seconds: float, seed: int | None) -> None:
+        short = text.replace("\n", " ")
+        self.tree.insert("", 0, iid=str(index), values=(time_text, short[:80] + ("\u2026" if len(short) > 80 else ""), voice, f"{seconds:.1f} s", "" if seed is None else seed))
+        self.tree.selection_set(str(index))
+
+    def selected(self) -> int | None:
+        sel = self.tree.selection()
+        return int(sel[0]) if sel else None
+
+
+# --- first run ------------------------------------------------------------------------------------------------
+class FirstRunScreen(ttk.Frame):
+    """Shown instead of the studio when the models cannot be loaded: what is missing and what to do."""
+
+    def __init__(self, parent: tk.Misc, on_setup: Callable[[], None], on_choose: Callable[[], None], on_retry: Callable[[], None]) -> None:
+        super().__init__(parent, padding=40)
+        ttk.Label(self, text="The voice models are not set up yet", font=("TkDefaultFont", 16, "bold")).pack(anchor="w")
+        self.message = tk.StringVar(value="")
+        ttk.Label(self, textvariable=self.message, wraplength=640, justify="left").pack(anchor="w", pady=(12, 18))
+        buttons = ttk.Frame(self)
+        buttons.pack(anchor="w")
+        self.setup_button = ttk.Button(buttons, text="Set up models\u2026", command=on_setup)
+        self.setup_button.pack(side="left")
+        ttk.Button(buttons, text="Choose model folder\u2026", command=on_choose).pack(side="left", padx=8)
+        ttk.Button(buttons, text="Retry", command=on_retry).pack(side="left")
+
+    def show_problem(self, model_dir: Path | None, problem: str) -> None:
+        where = f"Model folder: {model_dir}" if model_dir else "No model folder is configured."
+        self.message.set(
+            "IndexTTS2 Desktop needs the IndexTTS-2 model files (about 6 GB: gpt.pth, s2mel.pth, bpe.model, config.yaml "
+            "and the helper models) on this computer.\n\n"
+            f"{where}\nProblem: {problem}\n\n"
+            "Press 'Set up models' to download them, or 'Choose model folder' if you already have them."
+        )
