@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +225,17 @@ class W2VBert(nn.Module):
         directory = Path(directory)
         raw_cfg, state = load_hf_dir(directory, what="w2v-BERT model folder")
         cfg = W2VBertConfig.from_hf(raw_cfg, source=directory / "config.json")
-        with torch.device("meta"):
-            model = cls(cfg)
-        model.to_empty(device="cpu")  # skip random init: every tensor is overwritten below
         weights = directory / "model.safetensors"
         if not weights.exists():
             weights = directory / "pytorch_model.bin"
-        load_strict(model, state, source=weights, what="w2v-BERT weights")
+        # Build a weightless skeleton, check the keys and shapes strictly against it, then adopt the file's
+        # tensors instead of copying them: the 2.3 GB of weights are never held twice and never randomly inited.
+        with torch.device("meta"):
+            model = cls(cfg)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+            load_strict(model, state, source=weights, what="w2v-BERT weights")
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
         log.info("loaded w2v-BERT (%d layers, hidden %d) from %s", cfg.num_hidden_layers, cfg.hidden_size, directory)
         return model.eval()
 
