@@ -1,0 +1,196 @@
+"""Shared fixtures for the desktop GUI tests (imported by the test_gui_* modules; holds no tests itself).
+
+* ``display``: a real X display; starts a private Xvfb when DISPLAY is unset.
+* ``audio_server``: a PulseAudio daemon with a null sink (its monitor is the microphone) unless one runs.
+* ``studio``: the real main window with the stand-in engine, user folders in tmp_path, dialogs captured.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import time
+import tkinter as tk
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+_STARTED: dict[str, object] = {}
+
+
+def _stop_started() -> None:
+    proc = _STARTED.pop("xvfb", None)
+    if isinstance(proc, subprocess.Popen):
+        proc.terminate()
+        proc.wait(5)
+    env = _STARTED.pop("pulse_env", None)
+    if env is not None:
+        subprocess.run(["pulseaudio", "--kill"], env=env, check=False, capture_output=True)
+        shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
+
+
+atexit.register(_stop_started)
+
+
+def ensure_display() -> str:
+    if os.environ.get("DISPLAY"):
+        return os.environ["DISPLAY"]
+    assert shutil.which("Xvfb"), "Xvfb is not installed (Debian package: xvfb); the GUI tests need a display"
+    for n in range(99, 160):
+        if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
+            continue
+        proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x900x24", "-dpi", "96", "-nolisten", "tcp"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if Path(f"/tmp/.X11-unix/X{n}").exists():
+                _STARTED["xvfb"] = proc
+                os.environ["DISPLAY"] = f":{n}"
+                return f":{n}"
+            if proc.poll() is not None:
+                break
+            time.sleep(0.025)
+        proc.kill()
+    raise AssertionError("could not start Xvfb")
+
+
+def _pactl_ok(env: dict) -> bool:
+    try:
+        return subprocess.run(["pactl", "info"], env=env, capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def ensure_audio_server() -> None:
+    """PulseAudio with a null sink 'virt_out'; PortAudio reaches it through ALSA's pulse plugin."""
+    if _pactl_ok(dict(os.environ)):
+        return
+    assert shutil.which("pulseaudio"), "pulseaudio is not installed (Debian: pulseaudio pulseaudio-utils libasound2-plugins)"
+    runtime = Path(f"/tmp/indextts2-test-pulse-{os.getpid()}")
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    env = dict(os.environ)
+    subprocess.run(
+        ["pulseaudio", "--daemonize", "--exit-idle-time=-1", "-n", "--load=module-null-sink sink_name=virt_out",
+         "--load=module-native-protocol-unix", f"--log-target=file:{runtime}/pulse.log"],
+        env=env, check=True, capture_output=True, timeout=20,
+    )
+    for _ in range(100):
+        if _pactl_ok(env):
+            _STARTED["pulse_env"] = env
+            return
+        time.sleep(0.05)
+    raise AssertionError("PulseAudio did not come up")
+
+
+@pytest.fixture(scope="session")
+def display() -> str:
+    return ensure_display()
+
+
+@pytest.fixture(scope="session")
+def audio_server() -> None:
+    ensure_audio_server()
+
+
+class FakeDialogs:
+    """The injectable dialog function: records every call, answers from queued replies."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.answers: dict[str, list] = {}
+
+    def answer(self, kind: str, *values) -> None:
+        self.answers.setdefault(kind, []).extend(values)
+
+    def __call__(self, kind: str, **opts):
+        self.calls.append((kind, opts))
+        queue = self.answers.get(kind)
+        if queue:
+            return queue.pop(0)
+        return False if kind == "yesno" else None
+
+    def messages(self, *kinds: str) -> list[str]:
+        kinds = kinds or ("error",)
+        return [o.get("message", "") for k, o in self.calls if k in kinds]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+def wait_until(root: tk.Misc, condition, timeout: float = 15.0, step: float = 0.005) -> float:
+    """Pump the Tk event loop until ``condition()``; returns the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        root.update()
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def pump(root: tk.Misc, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        root.update()
+        time.sleep(0.005)
+
+
+def write_tone(path: Path, seconds: float = 4.0, rate: int = 22050, freq: float = 220.0, amp: float = 0.4) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+@dataclass
+class Studio:
+    app: object
+    root: tk.Tk
+    dialogs: FakeDialogs
+    home: Path
+    voice: Path
+
+    def generate_and_wait(self, timeout: float = 20.0):
+        job = self.app.generate()
+        assert job is not None, f"generation did not start: {self.dialogs.messages()}"
+        wait_until(self.root, lambda: self.app.job is None, timeout)
+        return job
+
+
+def make_studio(home: Path, engine=None, **kwargs) -> Studio:
+    from desktop.app import StudioApp
+    from desktop.dirs import AppDirs
+    from desktop.standin import StandInEngine
+
+    dialogs = FakeDialogs()
+    root = tk.Tk()
+    root.geometry("1240x860+0+0")
+    app = StudioApp(root, engine or StandInEngine(step_seconds=0.02), dirs=AppDirs.under(home), dialog=dialogs,
+                    check_device_on_start=False, **kwargs)
+    if kwargs.get("autoload", True) and not app.first_run_visible:
+        wait_until(root, lambda: app.load_job is None)
+    voice = home / "voice.wav"
+    if not voice.exists():
+        write_tone(voice)
+    return Studio(app=app, root=root, dialogs=dialogs, home=home, voice=voice)
+
+
+def close_studio(studio: Studio) -> None:
+    unexpected = [o for k, o in studio.dialogs.calls if o.get("title") == "Unexpected error"]
+    try:
+        if studio.root.winfo_exists():
+            studio.app.close()
+    except tk.TclError:
+        pass
+    assert not unexpected, f"a Tk callback raised: {unexpected}"
+
+
+@pytest.fixture
+def studio(display, audio_server, tmp_path) -> Studio:
+    s = make_studio(tmp_path / "home")
+    yield s
+    close_studio(s)
