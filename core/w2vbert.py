@@ -263,7 +263,7 @@ class W2VBert(nn.Module):
         key_bias = x.new_zeros(b, 1, 1, t).masked_fill(pad[:, None, None, :], torch.finfo(x.dtype).min)
         return x, normed, key_bias, pad_rows
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def forward(self, input_features: Tensor, attention_mask: Tensor | None = None, output_layer: int = SEMANTIC_LAYER) -> Tensor:
         """``hidden_states[output_layer]``, running only layers ``0 .. output_layer - 1``."""
         if not 0 <= output_layer <= self.num_layers:
@@ -273,7 +273,7 @@ class W2VBert(nn.Module):
             x = layer(x, key_bias, pad_rows)
         return x
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def all_hidden_states(self, input_features: Tensor, attention_mask: Tensor | None = None) -> W2VBertOutput:
         """Every hidden state (``num_layers + 1`` entries) and the normalised input, as HF returns them."""
         x, normed, key_bias, pad_rows = self._embed(input_features, attention_mask)
@@ -334,7 +334,7 @@ class SemanticEncoder(nn.Module):
         mean, std = load_semantic_stats(stats_path, model.config.hidden_size)
         return cls(model, mean, std, output_layer).eval()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed(self, input_features: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """[B, T, 160] features (+ [B, T] mask) -> [B, T, hidden] normalised semantic features."""
         hidden = self.model(input_features, attention_mask, output_layer=self.output_layer)
