@@ -26,6 +26,30 @@ def _guard_streams() -> None:
 COMMANDS = ("synth", "models", "device")
 
 
+def _window_check(engine: object) -> int:
+    """Open and close the main window (the GUI half of --selftest; core never imports tkinter)."""
+    import logging
+
+    try:
+        import desktop.app as app
+    except Exception:  # noqa: BLE001 - report any import failure of the GUI as unhealthy
+        logging.getLogger("selftest").exception("the desktop app (desktop.app) cannot be imported")
+        return 1
+    if not hasattr(app, "selftest"):
+        logging.getLogger("selftest").error("desktop.app has no selftest(engine) function")
+        return 1
+    return app.selftest(engine)
+
+
+def _selftest(model_dir: str | None, report: str | None, window: bool = True) -> int:
+    import logging
+
+    from core.selftest import run_selftest
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return run_selftest(model_dir=model_dir, gui=_window_check if window else None, report_path=report)
+
+
 def main(argv: list[str] | None = None) -> int:
     _guard_streams()
     args = sys.argv[1:] if argv is None else list(argv)
@@ -39,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description="IndexTTS2 Desktop: clone a voice and speak any text.")
     parser.add_argument("--standin", action="store_true", help="use the stand-in engine (no models needed)")
     parser.add_argument("--selftest", action="store_true", help="check that the app is healthy and exit")
+    parser.add_argument("--selftest-report", metavar="JSON", help="with --selftest: also write the results to this file")
+    parser.add_argument("--no-window", action="store_true", help="with --selftest: skip the main-window check")
     parser.add_argument("--model-dir", help="model folder (default: settings, $INDEXTTS_MODEL_DIR, user data dir)")
     parser.add_argument("--device", default=None, help="auto, cuda, cpu or mps")
     parser.add_argument("commands", nargs="*", help=f"one of: {', '.join(COMMANDS)} (see 'main.py synth --help')")
@@ -46,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.commands:
         parser.error(f"unknown command {opts.commands[0]!r}; use one of: {', '.join(COMMANDS)}")
     if opts.selftest:
-        from core.selftest import run_selftest
-
-        return run_selftest(model_dir=opts.model_dir, gui=True)
+        return _selftest(opts.model_dir, opts.selftest_report, window=not opts.no_window)
     from desktop.app import run as run_app
 
     return run_app(standin=opts.standin, model_dir=opts.model_dir)
