@@ -245,7 +245,10 @@ class W2VBert(nn.Module):
             raise ValueError(f"cannot keep {n} layers, the model has {self.num_layers}")
         del self.encoder.layers[n:]
 
-    def _embed(self, input_features: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _embed(
+        self, input_features: Tensor, attention_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(masked projection, normalised features, additive key bias [B,1,1,T], padding rows [B,T,1] or None)."""
         if input_features.dim() != 3 or input_features.shape[-1] != self.config.feature_projection_input_dim:
             raise ValueError(
                 f"input_features must be [B, T, {self.config.feature_projection_input_dim}], "
@@ -264,7 +267,9 @@ class W2VBert(nn.Module):
         return x, normed, key_bias, pad_rows
 
     @torch.no_grad()
-    def forward(self, input_features: Tensor, attention_mask: Tensor | None = None, output_layer: int = SEMANTIC_LAYER) -> Tensor:
+    def forward(
+        self, input_features: Tensor, attention_mask: Tensor | None = None, output_layer: int = SEMANTIC_LAYER
+    ) -> Tensor:
         """``hidden_states[output_layer]``, running only layers ``0 .. output_layer - 1``."""
         if not 0 <= output_layer <= self.num_layers:
             raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
@@ -324,7 +329,9 @@ class SemanticEncoder(nn.Module):
         self.register_buffer("std", std, persistent=False)
 
     @classmethod
-    def from_files(cls, w2v_dir: str | Path, stats_path: str | Path, output_layer: int = SEMANTIC_LAYER) -> SemanticEncoder:
+    def from_files(
+        cls, w2v_dir: str | Path, stats_path: str | Path, output_layer: int = SEMANTIC_LAYER
+    ) -> SemanticEncoder:
         model = W2VBert.from_pretrained(w2v_dir)
         if model.num_layers < output_layer:
             raise CheckpointError(

@@ -98,7 +98,8 @@ def test_all_hidden_states(model: W2VBert, goldens: dict[str, torch.Tensor], cas
 def test_forward_stops_at_requested_layer(model: W2VBert, goldens: dict[str, torch.Tensor], case: str) -> None:
     feats, mask = _inputs(goldens, case)
     for layer in (0, 1, SEMANTIC_LAYER):
-        _close(f"forward(output_layer={layer})", model(feats, mask, output_layer=layer), goldens[f"{case}.hidden_states.{layer}"])
+        got = model(feats, mask, output_layer=layer)
+        _close(f"forward(output_layer={layer})", got, goldens[f"{case}.hidden_states.{layer}"])
     calls: list[int] = []
     hooks = [l.register_forward_hook(lambda *_a, i=i: calls.append(i)) for i, l in enumerate(model.encoder.layers)]
     try:
