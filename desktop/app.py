@@ -272,7 +272,7 @@ class StudioApp:
     def error(self, title: str, exc_or_message: BaseException | str, prefix: str = "") -> None:
         if isinstance(exc_or_message, BaseException):
             message, details = describe_error(exc_or_message)
-            expected = isinstance(exc_or_message, (UserError, EngineError, VoiceError, PresetError, AudioUnavailable))
+            expected = isinstance(exc_or_message, (UserError, EngineError))
             log.warning("%s: %s", title, message, exc_info=None if expected else exc_or_message)
         else:
             message, details = exc_or_message, ""
@@ -586,6 +586,8 @@ class StudioApp:
         try:
             write_wav_atomic(path, self.current.result.audio, self.current.result.sample_rate)
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.filename and Path(exc.filename).name.startswith(f".{path.stem}."):
+                exc.filename = str(path)  # name the file the user chose, not our temp file
             self.error("Save", exc, prefix=f"Could not save {path.name}. ")
             return None
         self.status.set(f"Saved {path}")
@@ -800,6 +802,8 @@ class StudioApp:
         if self.player is not None:
             self.player.stop()
         self.worker.close()
+        for pending in self.root.tk.splitlist(self.root.tk.call("after", "info")):
+            self.root.after_cancel(pending)  # nothing of this window may fire after it is gone
         self.root.destroy()
 
 

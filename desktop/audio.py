@@ -6,10 +6,12 @@ import logging
 from dataclasses import dataclass
 from types import ModuleType
 
+from desktop.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class AudioUnavailable(Exception):
+class AudioUnavailable(UserError):
     """No usable microphone/speaker, or PortAudio is missing; the message says what to do."""
 
 

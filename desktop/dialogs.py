@@ -26,6 +26,7 @@ from tkinter import filedialog, messagebox, simpledialog, ttk
 from typing import Any
 
 from core.api import Cancelled, EngineError
+from desktop.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,11 @@ AUDIO_FILETYPES = [("Audio files", "*.wav *.flac *.ogg *.mp3 *.m4a *.aiff *.aif"
 PRESET_FILETYPES = [("Preset files", "*.json"), ("All files", "*")]
 
 
-class UserError(Exception):
-    """A problem the user can fix; shown as its message only, with optional details."""
-
-    def __init__(self, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.details = details
-
-
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """(short human message, details) for any exception; never shows a traceback as the message."""
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, UserError):
-        return str(exc), exc.details or details
+        return str(exc), getattr(exc, "details", "") or details
     if isinstance(exc, (EngineError, Cancelled)):
         return str(exc), details
     if isinstance(exc, MemoryError):

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from core.api import GenerationSettings
+from desktop.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
 
-class PresetError(Exception):
+class PresetError(UserError):
     """A preset/settings file is missing, unreadable or not a valid preset."""
 
 

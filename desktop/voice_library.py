@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from desktop.errors import UserError
 from desktop.presets import PresetError, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
-class VoiceError(Exception):
+class VoiceError(UserError):
     """A clip cannot be used as a voice (with the reason in words)."""
 
 

@@ -1,0 +1,234 @@
+"""Bad input through the GUI: each shows a clear message through the dialog function and the app keeps working."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import soundfile
+from test_gui_fixtures import audio_server, close_studio, display, make_studio, studio, wait_until  # noqa: F401
+
+import desktop.app
+from core.api import EngineError
+
+
+def ready_to_generate(studio, text: str = "Still working.") -> None:
+    studio.app.text_panel.set_text(text)
+    studio.app.voice_panel.set_clip(studio.voice)
+
+
+def assert_still_works(studio) -> None:
+    """After an error the same window still generates a result."""
+    app = studio.app
+    before = len(app.history)
+    ready_to_generate(studio)
+    studio.dialogs.clear()
+    studio.generate_and_wait()
+    assert len(app.history) == before + 1 and studio.dialogs.messages() == []
+
+
+def test_no_voice_chosen(studio):
+    studio.app.text_panel.set_text("Who is speaking?")
+    assert studio.app.generate() is None
+    (message,) = studio.dialogs.messages()
+    assert message.startswith("Choose a voice first")
+    assert studio.app.job is None and studio.app.engine.calls == []
+    assert_still_works(studio)
+
+
+def test_empty_text(studio):
+    studio.app.voice_panel.set_clip(studio.voice)
+    studio.app.text_panel.set_text("   \n ")
+    studio.app.generate_button.invoke()
+    (message,) = studio.dialogs.messages()
+    assert message == "There is no text to speak. Type or paste some text first."
+    assert studio.app.engine.calls == []
+    assert_still_works(studio)
+
+
+def test_unreadable_clip_is_rejected_when_chosen(studio):
+    bad = studio.home / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not really audio at all")
+    studio.app.voice_panel.set_clip(studio.voice)
+    studio.dialogs.answer("open_file", str(bad))
+    studio.app.voice_panel.open_clip()
+    (message,) = studio.dialogs.messages()
+    assert "broken.wav" in message and "not a supported audio file" in message
+    assert studio.app.voice_panel.voice_path.get() == str(studio.voice)  # the previous voice stays
+    assert_still_works(studio)
+
+
+def test_clip_that_broke_after_choosing_is_reported_at_generate(studio):
+    clip = studio.home / "later.wav"
+    clip.write_bytes(studio.voice.read_bytes())
+    studio.app.voice_panel.set_clip(clip)
+    studio.app.text_panel.set_text("Hello.")
+    clip.write_bytes(b"garbage")
+    assert studio.app.generate() is None
+    (message,) = studio.dialogs.messages()
+    assert message.startswith("The voice clip cannot be used.") and "later.wav" in message
+    assert_still_works(studio)
+
+
+def test_engine_error_during_synthesis_is_a_message(studio):
+    """An EngineError raised in the worker (here: settings the engine rejects) arrives as a short message."""
+    ready_to_generate(studio)
+    studio.app.advanced._extra["cfg_rate"] = -1.0
+    studio.app.advanced.vars["seed"].set("3")
+    assert studio.app.generate() is None  # the GUI validates settings before starting
+    (message,) = studio.dialogs.messages()
+    assert message == "Advanced settings: Invalid setting: cfg_rate must be >= 0."
+    studio.app.advanced.reset()
+    studio.dialogs.clear()
+
+    def out_of_memory(*args, **kwargs):
+        raise EngineError("Not enough GPU memory for this text; try shorter text or the CPU.")
+
+    studio.app.engine.synthesize = out_of_memory
+    job = studio.app.generate()
+    assert job is not None
+    wait_until(studio.root, lambda: studio.app.job is None)
+    (message,) = studio.dialogs.messages()
+    assert message == "Not enough GPU memory for this text; try shorter text or the CPU."
+    kind, opts = studio.dialogs.calls[-1]
+    assert "Traceback" in opts["details"]  # the details expander holds the technical part
+    assert studio.app.stage.get() == "Failed" and studio.app.history == []
+    del studio.app.engine.synthesize
+    assert_still_works(studio)
+
+
+def test_invalid_advanced_value(studio):
+    ready_to_generate(studio)
+    studio.app.advanced.vars["top_k"].set("lots")
+    assert studio.app.generate() is None
+    assert studio.dialogs.messages() == ["Advanced settings: 'Top-k (0 = off)' must be a whole number (got 'lots')."]
+    studio.app.advanced.vars["top_k"].set("30")
+    assert_still_works(studio)
+
+
+def test_invalid_preset_files(studio):
+    app, dialogs = studio.app, studio.dialogs
+    garbage = studio.home / "garbage.json"
+    garbage.write_text("{ not json", encoding="utf-8")
+    dialogs.answer("open_file", str(garbage))
+    assert app.import_preset() is False
+    (message,) = dialogs.messages()
+    assert message.startswith("Could not import garbage.json: garbage.json is not valid JSON (line 1")
+
+    dialogs.clear()
+    other = studio.home / "other.json"
+    other.write_text(json.dumps({"hello": 1}), encoding="utf-8")
+    dialogs.answer("open_file", str(other))
+    assert app.import_preset() is False
+    assert "is not an IndexTTS2 Desktop preset" in dialogs.messages()[0]
+
+    dialogs.clear()
+    bad_values = studio.home / "bad-values.json"
+    bad_values.write_text(json.dumps({"format": "indextts2-desktop-preset", "name": "x", "settings": {"top_p": 7}}), encoding="utf-8")
+    dialogs.answer("open_file", str(bad_values))
+    assert app.import_preset() is False
+    assert "invalid generation settings" in dialogs.messages()[0] and "top_p" in dialogs.messages()[0]
+
+    dialogs.clear()
+    broken = studio.home / "config" / "presets" / "broken.json"
+    broken.write_text("[1, 2", encoding="utf-8")
+    app.refresh_presets()
+    assert app.preset_box.cget("values") == ""  # unreadable presets are not offered
+    assert app.load_preset("broken") is False
+    assert dialogs.messages()[0].startswith("Could not load the preset 'broken': broken.json is not valid JSON")
+    assert_still_works(studio)
+
+
+def test_corrupt_state_and_settings_files_are_set_aside(display, audio_server, tmp_path):
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "state.json").write_text("{{{", encoding="utf-8")
+    (home / "config" / "settings.json").write_bytes(b"\xff\xfe\x00garbage")
+    studio = make_studio(home)
+    try:
+        warnings = studio.dialogs.messages("warning")
+        assert len(warnings) == 2
+        assert any("state.json is not valid JSON" in w and "state.corrupt.json" in w for w in warnings)
+        assert any("settings.json is not a text file" in w for w in warnings)
+        assert (home / "config" / "state.corrupt.json").read_text() == "{{{"
+        assert not (home / "config" / "state.json").exists()
+        assert_still_works(studio)
+    finally:
+        close_studio(studio)
+
+
+def test_engine_load_failure_shows_first_run_screen(display, audio_server, tmp_path):
+    from core.api import EngineError
+    from desktop.standin import StandInEngine
+
+    class Broken(StandInEngine):
+        def load(self, model_dir=None, device="auto", fp16=False, on_progress=None):
+            raise EngineError(f"Missing file gpt.pth in {model_dir}.")
+
+    models = tmp_path / "models"
+    models.mkdir()
+    studio = make_studio(tmp_path / "home", engine=Broken(), model_dir=models)
+    try:
+        wait_until(studio.root, lambda: studio.app.first_run_visible)
+        assert "Missing file gpt.pth" in studio.app.first_run.message.get()
+        assert studio.dialogs.messages() == []
+    finally:
+        close_studio(studio)
+
+
+def test_unwritable_output_folder(studio):
+    app, dialogs = studio.app, studio.dialogs
+    ready_to_generate(studio)
+    studio.generate_and_wait()
+    blocker = studio.home / "not-a-folder"
+    blocker.write_text("I am a file")
+    app.settings.output_dir = str(blocker / "out")
+    assert app.quick_save() is None
+    (message,) = dialogs.messages()
+    assert message.startswith("Could not save ") and "not-a-folder" in message
+    app.settings.output_dir = str(studio.home / "good")
+    dialogs.clear()
+    saved = app.quick_save()
+    assert saved is not None and saved.is_file() and dialogs.messages() == []
+    again = app.quick_save()  # never overwrites: a numbered name
+    assert again != saved and again.is_file() and again.name.endswith("~2.wav")
+
+
+def test_disk_full_while_saving(studio, monkeypatch):
+    app, dialogs = studio.app, studio.dialogs
+    ready_to_generate(studio)
+    studio.generate_and_wait()
+    target = studio.home / "full" / "x.wav"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+
+    original = soundfile.write
+    monkeypatch.setattr(desktop.app.sf, "write", full)
+    assert app.save_wav(target) is None
+    (message,) = dialogs.messages()
+    assert message == f"Could not save x.wav. The disk is full ({target}). Free some space or choose another folder."
+    assert list(target.parent.iterdir()) == []  # the temp file was removed
+    monkeypatch.setattr(desktop.app.sf, "write", original)
+    dialogs.clear()
+    assert app.save_wav(target) == target and target.is_file()
+
+
+def test_save_before_any_result(studio):
+    assert studio.app.save_wav_dialog() is None
+    assert studio.dialogs.messages() == ["There is no result to save yet. Generate something first."]
+
+
+def test_callback_exception_becomes_a_message_not_a_crash(studio):
+    def boom():
+        raise ZeroDivisionError("bad math")
+
+    studio.root.after(0, boom)
+    wait_until(studio.root, lambda: studio.dialogs.messages())
+    ((kind, opts),) = studio.dialogs.calls
+    assert opts["title"] == "Unexpected error"
+    assert opts["message"] == "Something went wrong inside the app. The details were written to the log."
+    assert "ZeroDivisionError: bad math" in opts["details"]
+    assert "ZeroDivisionError" in studio.app.log_path.read_text()
+    studio.dialogs.calls.clear()  # expected here; the fixture would flag it otherwise
+    assert_still_works(studio)
