@@ -173,7 +173,7 @@ def _dit_value(name: str, est: DiT, cap: Capture, g: dict[str, torch.Tensor], ou
         "final_layer.adaLN_modulation": lambda: cap.out["final_layer.adaLN_modulation"],
         "final_layer": lambda: cap.out["final_layer"],
         "out": lambda: out,
-        "rope_freqs_cis": lambda: torch.stack([est.rope_cos[:t], est.rope_sin[:t]], dim=-1),
+        "rope_freqs_cis": lambda: torch.view_as_real(est.rope[:t]),
         "skip_layers_emit": lambda: torch.tensor(est.transformer.skip_emit),
         "skip_layers_receive": lambda: torch.tensor(est.transformer.skip_receive),
     }

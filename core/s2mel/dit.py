@@ -54,8 +54,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        """``x * rsqrt(mean(x^2) + eps) * weight``, the normalization always computed in float32."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
 class AdaptiveNorm(nn.Module):
@@ -68,22 +70,27 @@ class AdaptiveNorm(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         w, b = self.project_layer(c).chunk(2, dim=-1)
-        return torch.addcmul(b, w, self.norm(x))
+        if x.dtype != torch.float32:
+            return torch.addcmul(b, w, self.norm(x))
+        # same math as w * norm(x) + b with two passes over x fewer: the per-frame scale comes from one norm
+        # reduction and the gains fold into the per-row w
+        d = x.shape[-1]
+        scale = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(d).add_(self.norm.eps))
+        return torch.addcmul(b, x * scale, w * self.norm.weight)
 
 
-def rope_table(n_pos: int, head_dim: int, base: float = ROPE_BASE) -> tuple[Tensor, Tensor]:
-    """``cos``, ``sin`` of ``pos * base^(-2j/head_dim)``, each [n_pos, head_dim // 2]."""
+def rope_table(n_pos: int, head_dim: int, base: float = ROPE_BASE) -> Tensor:
+    """``cos + i sin`` of the angles ``pos * base^(-2j/head_dim)``: complex64 [n_pos, head_dim // 2]."""
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
     angles = torch.outer(torch.arange(n_pos).float(), inv)
-    return torch.cos(angles), torch.sin(angles)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the interleaved pairs (2j, 2j+1) of the last dim of ``x`` [..., D] by angles whose ``cos``/``sin``
-    broadcast against [..., D/2]."""
-    pairs = x.unflatten(-1, (-1, 2))
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
+def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
+    """Rotate the interleaved pairs (2j, 2j+1) of the last dim of float ``x`` [..., D] (GPT-J style) by the complex
+    ``rope`` broadcasting against [..., D/2]: pair (a, b) becomes (a cos - b sin, b cos + a sin)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rope).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -94,10 +101,10 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor, mask: Tensor | None) -> Tensor:
         b, t, d = x.shape
         qkv = self.wqkv(x).view(b, t, 3, self.n_heads, self.head_dim)
-        qk = apply_rope(qkv[:, :, :2], cos[:, None, None], sin[:, None, None])  # [B, T, 2, H, D]
+        qk = apply_rope(qkv[:, :, :2], rope[:, None, None])  # [B, T, 2, H, D]
         q, k = (z.transpose(1, 2) for z in qk.unbind(2))  # [B, H, T, D]
         v = qkv[:, :, 2].transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -112,7 +119,8 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate = F.silu(self.w1(x), inplace=True)
+        return self.w2(gate.mul_(self.w3(x)))
 
 
 class TransformerBlock(nn.Module):
@@ -124,11 +132,11 @@ class TransformerBlock(nn.Module):
         self.attention_norm = AdaptiveNorm(dim)
         self.skip_in_linear = nn.Linear(2 * dim, dim) if uvit_skip else None
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, skip: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rope: Tensor, mask: Tensor | None, skip: Tensor | None) -> Tensor:
         if skip is not None:
             assert self.skip_in_linear is not None
             x = self.skip_in_linear(torch.cat([x, skip], dim=-1))
-        h = x + self.attention(self.attention_norm(x, c), cos, sin, mask)
+        h = x + self.attention(self.attention_norm(x, c), rope, mask)
         return h + self.feed_forward(self.ffn_norm(h, c))
 
 
@@ -143,11 +151,11 @@ class Transformer(nn.Module):
         self.skip_emit = [i for i in range(depth) if uvit_skip and i < depth // 2]
         self.skip_receive = [i for i in range(depth) if uvit_skip and i > depth // 2]
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rope: Tensor, mask: Tensor | None) -> Tensor:
         stack: list[Tensor] = []
         for i, layer in enumerate(self.layers):
             skip = stack.pop() if i in self.skip_receive else None
-            x = layer(x, c, cos, sin, mask, skip)
+            x = layer(x, c, rope, mask, skip)
             if i in self.skip_emit:
                 stack.append(x)
         return x
@@ -224,9 +232,7 @@ class DiT(nn.Module):
         self.skip_linear = nn.Linear(hidden + d.in_channels, hidden)
         self.cond_x_merge_linear = nn.Linear(hidden + 2 * d.in_channels + self.style_dim, hidden)
 
-        cos, sin = rope_table(MAX_FRAMES, hidden // d.num_heads)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope", rope_table(MAX_FRAMES, hidden // d.num_heads), persistent=False)
 
     @property
     def left_context(self) -> int:
@@ -266,8 +272,7 @@ class DiT(nn.Module):
         h = torch.baddbmm(ctx.static_in, xt, ctx.x_weight.t().expand(x.shape[0], -1, -1))
         t1 = self.t_embedder(t)
         c = t1[:, None, :]
-        cos, sin = self.rope_cos[:n], self.rope_sin[:n]
-        h = self.transformer(h, c, cos, sin, ctx.attn_mask)
+        h = self.transformer(h, c, self.rope[:n], ctx.attn_mask)
 
         lo = max(0, start - self.left_context)
         h = self.transformer.norm(h[:, lo:], c)
