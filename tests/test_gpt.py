@@ -383,3 +383,27 @@ def test_bad_checkpoints_are_refused(cfg, tmp_path):
     torch.save({"model": wrapped}, tmp_path / "wrapped.pth")
     m = UnifiedVoice.from_checkpoint(tmp_path / "wrapped.pth", cfg.gpt)
     assert torch.equal(m.mel_head.weight, state["mel_head.weight"])
+
+
+def test_generation_settings_map_onto_the_decoder():
+    from core.api import GenerationSettings
+
+    s = GenerationSettings(num_beams=2, top_k=5, max_mel_tokens=77, do_sample=False)
+    g = GenerationConfig.from_settings(s)
+    assert (g.num_beams, g.top_k, g.max_mel_tokens, g.do_sample) == (2, 5, 77, False)
+    assert GenerationConfig.from_settings(GenerationSettings()) == GenerationConfig()  # same upstream defaults
+
+
+def test_half_precision_path_runs_and_stays_close(cfg, meta, gen, lat, inputs):
+    """fp16 weights (what CUDA fp16 uses): conditioning and latents come back float32 and near fp32."""
+    half = UnifiedVoice.from_checkpoint(ref("gpt", cfg.gpt_checkpoint), cfg.gpt, dtype=torch.float16)
+    golden = _golden("conditioning")
+    spk = half.get_conditioning(inputs["spk_cond_emb"])
+    assert spk.dtype == torch.float32
+    assert_close("fp16 spk latent", spk, golden["spk.perceiver.out"], rel=5e-2)
+    text, spk_latent, emovec = _case_inputs(meta, gen, "greedy")
+    latent = half.latent(text, spk_latent, emovec, lat["greedy.codes_cut"][0])
+    assert latent.dtype == torch.float32
+    assert_close("fp16 latent", latent, lat["greedy.latent"], rel=5e-2)
+    codes, _ = half.generate(text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=6), generator=torch.Generator().manual_seed(0))
+    assert 0 < len(codes) <= 6

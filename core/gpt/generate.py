@@ -20,6 +20,7 @@ holds its own history, and attention is masked accordingly. A beam reorder only 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -97,6 +98,7 @@ class DecodeTrace:
     next_tokens: list[Tensor] = field(default_factory=list)
     next_sources: list[Tensor] = field(default_factory=list)
     sequence_score: float | None = None
+    step_times: list[float] = field(default_factory=list)  # perf_counter() when each step's logits were ready
 
 
 # ------------------------------------------------------------------------------------------ logits processing
@@ -235,6 +237,7 @@ def _decode_single(
     tokens: list[int] = []
     for s in range(cfg.max_mel_tokens):
         if trace is not None:
+            trace.step_times.append(time.perf_counter())
             trace.step_logits.append(logits.cpu())
         scores = process_scores(logits, seen, cfg, min_keep=1)
         if cfg.do_sample:
@@ -280,6 +283,7 @@ def _decode_beams(
     done = False
     for s in range(cfg.max_mel_tokens):
         if trace is not None:
+            trace.step_times.append(time.perf_counter())
             trace.step_logits.append(logits.cpu())
         scores = process_scores(F.log_softmax(logits, dim=-1), seen, cfg, min_keep=2)
         flat = (scores + beam_scores[:, None]).view(1, beams * vocab)

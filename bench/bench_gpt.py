@@ -1,0 +1,111 @@
+"""GPT (UnifiedVoice v2) decode speed on the CPU: the real configuration with random weights.
+
+24 layers, 1280 wide, 20 heads; batch 1, fp32; a prompt of 34 conditioning rows + a ``--text``-token text segment
+(+ start/stop) and then exactly ``--tokens`` decode steps (the stop token is disabled). Runs beams 1 and beams 3
+with upstream's default sampling settings and prints prefill seconds, steps/s, ms/step for the first and the last
+quarter of the steps (flat = no growth beyond attention) and the peak RSS.
+
+    python bench/bench_gpt.py [--threads 2] [--text 120] [--tokens 200] [--beams 1 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.config import ConditionModuleConfig, GPTConfig  # noqa: E402
+from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice  # noqa: E402
+
+REAL = GPTConfig(  # checkpoints/config.yaml gpt section of IndexTTS-2
+    model_dim=1280,
+    layers=24,
+    heads=20,
+    max_mel_tokens=1815,
+    max_text_tokens=600,
+    number_text_tokens=12000,
+    number_mel_codes=8194,
+    start_mel_token=8192,
+    stop_mel_token=8193,
+    start_text_token=0,
+    stop_text_token=1,
+    condition_module=ConditionModuleConfig(output_size=512, linear_units=2048, attention_heads=8, num_blocks=6),
+    emo_condition_module=ConditionModuleConfig(output_size=512, linear_units=1024, attention_heads=4, num_blocks=4),
+)
+
+
+def random_model(cfg: GPTConfig) -> UnifiedVoice:
+    with torch.device("meta"):
+        model = UnifiedVoice(cfg)
+    model = model.to_empty(device="cpu").eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight", "norm.weight", "final_norm.weight", "gamma")):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+        for name, b in model.named_buffers():
+            b.zero_()
+        model.mel_head.bias[cfg.stop_mel_token] = -1e4  # never stop: exactly --tokens steps
+    model.prepare_for_inference()
+    return model
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text", type=int, default=120, help="text tokens in the prompt")
+    parser.add_argument("--tokens", type=int, default=200, help="decode steps")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 3])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    model = random_model(REAL)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M params, built in {time.perf_counter() - t0:.1f} s, "
+          f"RSS {peak_rss_mb():.0f} MB; torch {torch.__version__}, {args.threads} threads")
+    g = torch.Generator().manual_seed(1)
+    text = torch.randint(2, REAL.number_text_tokens, (args.text,), generator=g).tolist()
+    spk_latent = torch.randn(1, 32, REAL.model_dim, generator=g)
+    emovec = torch.randn(1, REAL.model_dim, generator=g) * 0.1
+    prompt_rows = REAL.condition_num_latent + 2 + args.text + 2 + 1
+
+    # warm-up (allocator, kernels)
+    model.generate(text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=4), generator=g)
+
+    for beams in args.beams:
+        settings = GenerationConfig(do_sample=True, num_beams=beams, max_mel_tokens=args.tokens)
+        trace = DecodeTrace()
+        start = time.perf_counter()
+        codes, hit_max = model.generate(text, spk_latent, emovec, settings, generator=g, trace=trace)
+        total = time.perf_counter() - start
+        assert hit_max and len(codes) == args.tokens, (len(codes), hit_max)
+        stamps = trace.step_times
+        steps = [b - a for a, b in zip(stamps, stamps[1:])]
+        q = max(1, len(steps) // 4)
+        prefill = stamps[0] - start
+        decode = stamps[-1] - stamps[0]
+        print(
+            f"beams {beams}: prompt {prompt_rows} rows, prefill {prefill:.2f} s; {len(steps)} steps in {decode:.2f} s = "
+            f"{len(steps) / decode:.2f} steps/s ({1000 * decode / len(steps):.1f} ms/step; first quarter median "
+            f"{1000 * statistics.median(steps[:q]):.1f} ms, last quarter {1000 * statistics.median(steps[-q:]):.1f} ms); "
+            f"total {total:.2f} s; peak RSS {peak_rss_mb():.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
