@@ -12,6 +12,7 @@ Linux (WeTextProcessing grammars, interjections and erhua kept), using the compi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .fst import GrammarError
@@ -21,12 +22,17 @@ from .tokenizer import BpeModel, TokenizerError, split_cjk
 
 __all__ = [
     "TextFrontend",
+    "TextError",
     "TextNormalizer",
     "GlossaryError",
     "GrammarError",
     "TokenizerError",
     "split_cjk",
 ]
+
+
+class TextError(ValueError):
+    """The text itself cannot be processed (not a string, invalid Unicode)."""
 
 
 class TextFrontend:
@@ -78,7 +84,20 @@ class TextFrontend:
         return self.split_segments(self.tokenize(text), max_tokens)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_text(text: object) -> str:
+    """Validate the input; UTF-16 surrogate pairs (as some Tk builds deliver emoji) are joined into characters."""
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+        raise TextError(f"text must be a str, got {type(text).__name__}")
+    if _SURROGATE.search(text):
+        try:
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        except UnicodeDecodeError as exc:
+            pos = exc.start // 2
+            raise TextError(
+                f"text contains an unpaired UTF-16 surrogate near character {pos} "
+                f"(after {text[max(0, pos - 10):pos]!r}); it is not valid Unicode — re-enter that part of the text"
+            ) from None
     return text

@@ -47,7 +47,7 @@ EN_ORDERS: dict[str, tuple[str, ...]] = {
 # near-ties between readings (e.g. "14" as "fourteen" or "one four") by the float32 path weight accumulated
 # over the whole text, so a reading can depend on text far away. Such an input has no context-free reading.
 LONG_TEXT_CHARS = 3000
-CHUNK_CHARS = 400
+CHUNK_CHARS = 200
 # A sentence longer than this is cut at a weaker boundary (between two Han characters / at a space between
 # lower-case words); a text without any such place is cut blindly.
 HARD_CHUNK_CHARS = 1000
@@ -63,7 +63,11 @@ _EN_WEAK = re.compile(r"(?<=[a-z]) (?=[a-z])")
 
 
 class GrammarError(ValueError):
-    """A grammar file is missing or unreadable, or the grammar produced no path for an input."""
+    """A grammar file is missing or unreadable."""
+
+
+class NoGrammarPath(GrammarError):
+    """The grammar accepts no path for this input (upstream then falls back; see ``TextNormalizer``)."""
 
 
 @dataclass
@@ -163,9 +167,16 @@ def _read_fst(path: Path) -> kaldifst.StdVectorFst:
             "core/assets/fst)"
         )
     try:
-        return kaldifst.StdVectorFst.read(str(path))
-    except Exception as exc:  # kaldifst raises a bare RuntimeError on a corrupt file
-        raise GrammarError(f"cannot read text-normalisation grammar {path}: {exc}; the file is corrupt, reinstall") from exc
+        loaded = kaldifst.StdVectorFst.read(str(path))
+    except Exception as exc:
+        loaded, reason = None, str(exc)
+    else:
+        reason = "not an OpenFst vector FST, or truncated"
+    if loaded is None or loaded.num_states == 0:
+        raise GrammarError(
+            f"cannot read text-normalisation grammar {path}: {reason}; the file is corrupt, reinstall the application"
+        )
+    return loaded
 
 
 class Grammar:
@@ -183,7 +194,7 @@ class Grammar:
         best = kaldifst.shortest_path(lattice, n=1)
         ok, _, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
         if not ok or best.num_states == 0:
-            raise GrammarError(f"the {what} grammar ({self._paths[0].name}) has no path for the text {text[:80]!r}")
+            raise NoGrammarPath(f"the {what} grammar ({self._paths[0].name}) has no path for the text {text[:80]!r}")
         return bytes(olabels).decode("utf-8", errors="replace")
 
     def tag(self, text: str) -> str:

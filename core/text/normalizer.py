@@ -174,7 +174,7 @@ class TextNormalizer:
         lang, grammar_input, state = self._prepare(text)
         try:
             result = self._run_grammar(lang, grammar_input)
-        except fst.GrammarError as exc:
+        except fst.NoGrammarPath as exc:
             # Upstream falls back to "" (Chinese) or the unnormalised text (English) when the grammar fails.
             log.warning("text normalisation failed, using the %s: %s", "empty text" if lang == "zh" else "raw text", exc)
             if lang == "en":
