@@ -11,6 +11,7 @@ quarter of the steps (flat = no growth beyond attention) and the peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -47,13 +48,14 @@ def random_model(cfg: GPTConfig) -> UnifiedVoice:
     model = model.to_empty(device="cpu").eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight", "norm.weight", "final_norm.weight", "gamma")):
-                p.fill_(1.0)
-            elif p.dim() == 1:
+        for p in model.parameters():
+            if p.dim() == 1:
                 p.zero_()
             else:
                 p.normal_(0.0, 0.02, generator=gen)
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.fill_(1.0)
         for name, b in model.named_buffers():
             b.zero_()
         model.mel_head.bias[cfg.stop_mel_token] = -1e4  # never stop: exactly --tokens steps
@@ -76,13 +78,15 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model = random_model(REAL)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M params, built in {time.perf_counter() - t0:.1f} s, "
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"model: {params:.0f} M params, built in {time.perf_counter() - t0:.1f} s, "
           f"RSS {peak_rss_mb():.0f} MB; torch {torch.__version__}, {args.threads} threads")
     g = torch.Generator().manual_seed(1)
     text = torch.randint(2, REAL.number_text_tokens, (args.text,), generator=g).tolist()
     spk_latent = torch.randn(1, 32, REAL.model_dim, generator=g)
     emovec = torch.randn(1, REAL.model_dim, generator=g) * 0.1
     prompt_rows = REAL.condition_num_latent + 2 + args.text + 2 + 1
+    print("load average before: %.1f %.1f %.1f" % os.getloadavg())
 
     # warm-up (allocator, kernels)
     model.generate(text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=4), generator=g)
@@ -100,11 +104,13 @@ def main() -> None:
         prefill = stamps[0] - start
         decode = stamps[-1] - stamps[0]
         print(
-            f"beams {beams}: prompt {prompt_rows} rows, prefill {prefill:.2f} s; {len(steps)} steps in {decode:.2f} s = "
-            f"{len(steps) / decode:.2f} steps/s ({1000 * decode / len(steps):.1f} ms/step; first quarter median "
-            f"{1000 * statistics.median(steps[:q]):.1f} ms, last quarter {1000 * statistics.median(steps[-q:]):.1f} ms); "
+            f"beams {beams}: prompt {prompt_rows} rows, prefill {prefill:.2f} s; {len(steps)} steps in {decode:.2f} s"
+            f" = {len(steps) / decode:.2f} steps/s ({1000 * decode / len(steps):.1f} ms/step; median first quarter "
+            f"{1000 * statistics.median(steps[:q]):.1f} ms, last quarter "
+            f"{1000 * statistics.median(steps[-q:]):.1f} ms); "
             f"total {total:.2f} s; peak RSS {peak_rss_mb():.0f} MB"
         )
+    print("load average after: %.1f %.1f %.1f" % os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -147,7 +147,9 @@ class ConformerBlock(nn.Module):
 class ConformerEncoder(nn.Module):
     """``[B, T, input_size]`` features -> ``([B, T', dim], valid mask [B, T'])`` with ``T' = (T - 1) // 2``."""
 
-    def __init__(self, input_size: int, dim: int, heads: int, hidden: int, num_blocks: int, input_layer: str = "conv2d2") -> None:
+    def __init__(
+        self, input_size: int, dim: int, heads: int, hidden: int, num_blocks: int, input_layer: str = "conv2d2"
+    ) -> None:
         super().__init__()
         if input_layer != "conv2d2":
             raise ValueError(f"unsupported conformer input_layer {input_layer!r} (IndexTTS-2 uses 'conv2d2')")
@@ -155,7 +157,9 @@ class ConformerEncoder(nn.Module):
         self.encoders = nn.ModuleList(ConformerBlock(dim, heads, hidden) for _ in range(num_blocks))
         self.after_norm = nn.LayerNorm(dim, eps=1e-5)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``lengths`` [B] gives the valid frame count; frames ``t >= length`` are masked (None: all valid)."""
         t = x.shape[1]
         if lengths is None:

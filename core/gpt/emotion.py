@@ -70,7 +70,9 @@ class EmotionMatrices:
         return cls.from_tensors(spk, emo, emo_num, sources=(str(feat1), str(feat2)))
 
     @classmethod
-    def from_tensors(cls, spk: Tensor, emo: Tensor, emo_num: Sequence[int], sources: tuple[str, str] = ("feat1", "feat2")) -> EmotionMatrices:
+    def from_tensors(
+        cls, spk: Tensor, emo: Tensor, emo_num: Sequence[int], sources: tuple[str, str] = ("feat1", "feat2")
+    ) -> EmotionMatrices:
         groups = tuple(int(n) for n in emo_num)
         if any(n < 1 for n in groups):
             raise ValueError(f"emo_num must list positive group sizes, got {list(groups)}")
@@ -100,7 +102,9 @@ class EmotionMatrices:
         query = style.float().reshape(1, -1).to(self.spk_groups[0].device)
         return torch.cat([F.cosine_similarity(query, group, dim=1) for group in self.spk_groups])
 
-    def select(self, style: Tensor | None, use_random: bool = False, generator: torch.Generator | None = None) -> list[int]:
+    def select(
+        self, style: Tensor | None, use_random: bool = False, generator: torch.Generator | None = None
+    ) -> list[int]:
         """Row index within each group: argmax cosine to ``style`` (first on ties), or uniformly random."""
         if use_random:
             return [int(torch.randint(0, n, (1,), generator=generator)) for n in self.emo_num]
@@ -108,7 +112,9 @@ class EmotionMatrices:
             raise ValueError("emotion-vector mode needs the speaker's CAMPPlus style vector (or use_random=True)")
         query = style.float().reshape(1, -1).to(self.spk_groups[0].device)
         if query.shape[1] != self.spk_groups[0].shape[1]:
-            raise ValueError(f"style vector has {query.shape[1]} values, the speaker matrix rows have {self.spk_groups[0].shape[1]}")
+            raise ValueError(
+                f"style vector has {query.shape[1]} values, the speaker matrix rows have {self.spk_groups[0].shape[1]}"
+            )
         return [int(torch.argmax(F.cosine_similarity(query, group, dim=1))) for group in self.spk_groups]
 
     def mix(

@@ -134,7 +134,9 @@ def apply_top_p(scores: Tensor, top_p: float, min_keep: int) -> Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
-def process_scores(scores: Tensor, seen: Tensor, cfg: GenerationConfig, min_keep: int, trace: dict[str, Tensor] | None = None) -> Tensor:
+def process_scores(
+    scores: Tensor, seen: Tensor, cfg: GenerationConfig, min_keep: int, trace: dict[str, Tensor] | None = None
+) -> Tensor:
     """Upstream's processor chain in order: repetition penalty, then (sampling only) temperature, top-k, top-p."""
     scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
     if trace is not None:
@@ -226,7 +228,12 @@ def generate(
 
 
 def _decode_single(
-    model: UnifiedVoice, prompt: Tensor, cfg: GenerationConfig, generator: torch.Generator | None, cancel: threading.Event | None, trace: DecodeTrace | None
+    model: UnifiedVoice,
+    prompt: Tensor,
+    cfg: GenerationConfig,
+    generator: torch.Generator | None,
+    cancel: threading.Event | None,
+    trace: DecodeTrace | None,
 ) -> Generated:
     stop = model.cfg.stop_mel_token
     p1 = prompt.shape[1]
@@ -258,7 +265,12 @@ def _decode_single(
 
 
 def _decode_beams(
-    model: UnifiedVoice, prompt: Tensor, cfg: GenerationConfig, generator: torch.Generator | None, cancel: threading.Event | None, trace: DecodeTrace | None
+    model: UnifiedVoice,
+    prompt: Tensor,
+    cfg: GenerationConfig,
+    generator: torch.Generator | None,
+    cancel: threading.Event | None,
+    trace: DecodeTrace | None,
 ) -> Generated:
     device = model.device
     beams = cfg.num_beams

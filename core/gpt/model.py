@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,9 @@ from core.checkpoints import CheckpointError, load_strict, load_torch
 from core.config import GPTConfig
 from core.gpt.conformer import ConformerEncoder
 from core.gpt.perceiver import PerceiverResampler
+
+if TYPE_CHECKING:
+    from core.gpt.generate import DecodeTrace, Generated
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +149,9 @@ class KVCache:
     ``torch.empty`` leaves untouched pages uncommitted, so memory grows with the positions actually written.
     """
 
-    def __init__(self, layers: int, heads: int, head_dim: int, max_len: int, slots: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, layers: int, heads: int, head_dim: int, max_len: int, slots: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.max_len = max_len
         self.slots = slots
         self.k = torch.empty(layers, heads, max_len * slots, head_dim, device=device, dtype=dtype)
@@ -217,17 +225,27 @@ class UnifiedVoice(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         if cfg.condition_type != "conformer_perceiver":
-            raise ValueError(f"unsupported gpt.condition_type {cfg.condition_type!r} (IndexTTS-2 uses 'conformer_perceiver')")
+            raise ValueError(
+                f"unsupported gpt.condition_type {cfg.condition_type!r} (IndexTTS-2 uses 'conformer_perceiver')"
+            )
         if not cfg.use_mel_codes_as_input:
             raise ValueError("gpt.use_mel_codes_as_input must be true for IndexTTS-2")
         self.cfg = cfg
         dim = cfg.model_dim
         cm, em = cfg.condition_module, cfg.emo_condition_module
-        self.conditioning_encoder = ConformerEncoder(SEMANTIC_DIM, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer)
-        self.perceiver_encoder = PerceiverResampler(dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult)
+        self.conditioning_encoder = ConformerEncoder(
+            SEMANTIC_DIM, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer
+        )
+        self.perceiver_encoder = PerceiverResampler(
+            dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult
+        )
         self.speed_emb = nn.Embedding(2, dim)
-        self.emo_conditioning_encoder = ConformerEncoder(SEMANTIC_DIM, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer)
-        self.emo_perceiver_encoder = PerceiverResampler(EMO_PERCEIVER_DIM, em.output_size, 1, em.attention_heads, em.perceiver_mult)
+        self.emo_conditioning_encoder = ConformerEncoder(
+            SEMANTIC_DIM, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer
+        )
+        self.emo_perceiver_encoder = PerceiverResampler(
+            EMO_PERCEIVER_DIM, em.output_size, 1, em.attention_heads, em.perceiver_mult
+        )
         self.text_embedding = nn.Embedding(cfg.number_text_tokens + 1, dim)
         self.emo_layer = nn.Linear(dim, dim)
         self.emovec_layer = nn.Linear(EMO_PERCEIVER_DIM, dim)
@@ -244,20 +262,30 @@ class UnifiedVoice(nn.Module):
     def from_checkpoint(
         cls, path: str | Path, cfg: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> UnifiedVoice:
-        """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly; wrong keys/shapes raise CheckpointError."""
+        """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly.
+
+        Missing, unexpected or misshaped keys raise a CheckpointError that lists them.
+        """
         state = load_torch(path, what="GPT checkpoint (gpt.pth)")
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         if not isinstance(state, dict):
-            raise CheckpointError(f"GPT checkpoint (gpt.pth) {path} does not hold a state dict (found {type(state).__name__}).")
-        stray = [k for k in state if _STRAY_GPT2_BUFFER.match(k)]
+            raise CheckpointError(
+                f"GPT checkpoint (gpt.pth) {path} does not hold a state dict (found {type(state).__name__})."
+            )
+        stray = {k for k in state if _STRAY_GPT2_BUFFER.match(k)}
         if stray:
             log.debug("ignoring %d non-learned GPT-2 mask buffers from older transformers", len(stray))
-            state = {k: v for k, v in state.items() if k not in set(stray)}
+            state = {k: v for k, v in state.items() if k not in stray}
         with torch.device("meta"):
             model = cls(cfg)
-        model = model.to_empty(device="cpu")
-        load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)")
+        # Validate keys and shapes (load_strict raises a CheckpointError listing what does not fit); its copy
+        # onto the meta tensors is a no-op. Then adopt the loaded tensors without a second copy (3.5 GB real).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*meta parameter.*")
+            load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)")
+        model.load_state_dict(state, strict=True, assign=True)
+        del state
         model.eval().requires_grad_(False)
         model = model.to(device=device, dtype=dtype)
         model.prepare_for_inference()
@@ -277,7 +305,9 @@ class UnifiedVoice(nn.Module):
         return self.mel_head.weight.dtype
 
     # ------------------------------------------------------------------------------------------ conditioning
-    def get_conditioning(self, spk_cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> Tensor:
+    def get_conditioning(
+        self, spk_cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """Speaker latents [1, 32, model_dim] (float32) from the speaker's w2v-BERT features [1, T, 1024].
 
         ``lengths`` masks frames ``t >= length``; None keeps every frame (infer_v2 passes 1024 = the feature
@@ -293,7 +323,9 @@ class UnifiedVoice(nn.Module):
             trace.update({f"perceiver.{k}": v for k, v in (per_trace or {}).items()})
         return out.float()
 
-    def get_emovec(self, cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> Tensor:
+    def get_emovec(
+        self, cond_emb: Tensor, lengths: Tensor | None = None, trace: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """Emotion vector [1, model_dim]: emotion conformer -> 1-latent perceiver -> emovec_layer -> emo_layer."""
         x = cond_emb.to(self.device, self.dtype)
         enc_trace = {} if trace is not None else None
@@ -359,8 +391,21 @@ class UnifiedVoice(nn.Module):
         return self.mel_head(self.final_norm(hidden)).float()
 
     # ------------------------------------------------------------------------------------------ generation
-    def generate(self, text_ids, spk_latent, emovec, settings, generator=None, cancel=None, trace=None):  # noqa: ANN001, ANN201
-        """Decode mel codes. Returns ``Generated(codes [n] without the stop token, hit_max)``; see generate.py."""
+    def generate(
+        self,
+        text_ids: Sequence[int] | Tensor,
+        spk_latent: Tensor,
+        emovec: Tensor,
+        settings: Any = None,
+        generator: torch.Generator | None = None,
+        cancel: threading.Event | None = None,
+        trace: DecodeTrace | None = None,
+    ) -> Generated:
+        """Decode mel codes: ``Generated(codes [n] without the stop token, hit_max)``.
+
+        ``settings`` is a GenerationConfig or anything with its field names (e.g. core.api.GenerationSettings);
+        ``cancel`` is checked every step (raises core.api.Cancelled). See generate.py for the algorithm.
+        """
         from core.gpt.generate import generate
 
         return generate(self, text_ids, spk_latent, emovec, settings, generator=generator, cancel=cancel, trace=trace)
@@ -370,7 +415,9 @@ class UnifiedVoice(nn.Module):
         return KVCache(c.layers, c.heads, c.model_dim // c.heads, max_len, slots, self.device, self.dtype)
 
     # ---------------------------------------------------------------------------------------- latent pass
-    def forward_embedding(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Tensor) -> Tensor:
+    def forward_embedding(
+        self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Tensor
+    ) -> Tensor:
         """Teacher-forced input of upstream ``UnifiedVoice.forward``: [conds; 0, text, 1; 8192, codes, 8193].
 
         Text ids are NOT filtered here (upstream only filters in the generation prefix); mel rows use the
@@ -384,7 +431,9 @@ class UnifiedVoice(nn.Module):
         mel_emb = self.mel_embedding(mel) + self.mel_pos_embedding(torch.arange(mel.numel(), device=mel.device))
         return torch.cat([self.conds(spk_latent, emovec), self._text_embedding(ids), mel_emb.unsqueeze(0)], dim=1)
 
-    def latent(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Sequence[int] | Tensor) -> Tensor:
+    def latent(
+        self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, codes: Sequence[int] | Tensor
+    ) -> Tensor:
         """GPT latents for s2mel [1, n, model_dim] (float32): final_norm'd hidden rows of [8192, c_0 .. c_(n-2)].
 
         ``codes`` are the generated codes; anything from the first stop token on is dropped (as infer_v2 does).

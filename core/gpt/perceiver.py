@@ -61,7 +61,9 @@ class RMSNorm(nn.Module):
 
 
 class PerceiverResampler(nn.Module):
-    def __init__(self, dim: int, dim_context: int, num_latents: int, heads: int, ff_mult: int, depth: int = DEPTH) -> None:
+    def __init__(
+        self, dim: int, dim_context: int, num_latents: int, heads: int, ff_mult: int, depth: int = DEPTH
+    ) -> None:
         super().__init__()
         self.proj_context = nn.Linear(dim_context, dim) if dim_context != dim else nn.Identity()
         self.latents = nn.Parameter(torch.zeros(num_latents, dim))
@@ -77,7 +79,9 @@ class PerceiverResampler(nn.Module):
         )
         self.norm = RMSNorm(dim)
 
-    def forward(self, context: Tensor, frame_mask: Tensor | None = None, trace: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, context: Tensor, frame_mask: Tensor | None = None, trace: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """``context`` [B, T, dim_context], ``frame_mask`` [B, T] (True = valid) -> [B, num_latents, dim]."""
         b = context.shape[0]
         context = self.proj_context(context)
