@@ -411,3 +411,21 @@ def test_half_precision_path_runs_and_stays_close(cfg, meta, gen, lat, inputs):
     settings = GenerationConfig(num_beams=3, max_mel_tokens=6)
     codes, _ = half.generate(text, spk_latent, emovec, settings, generator=torch.Generator().manual_seed(0))
     assert 0 < len(codes) <= 6
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_decode_runs_the_prompt_once_and_one_batched_step_per_token(model, meta, gen, monkeypatch, beams):
+    """No prompt re-runs, all beams in one forward per step (one weight pass)."""
+    calls: dict[str, list] = {"prefill": [], "step": []}
+    prefill, step = model.gpt.prefill, model.gpt.step
+    monkeypatch.setattr(model.gpt, "prefill", lambda x, cache: calls["prefill"].append(x.shape) or prefill(x, cache))
+    monkeypatch.setattr(
+        model.gpt, "step", lambda x, cache, pos, mask: calls["step"].append((x.shape, pos)) or step(x, cache, pos, mask)
+    )
+    text, spk, emovec = _case_inputs(meta, gen, "greedy")
+    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=6))
+    assert hit_max and len(codes) == 6
+    assert len(calls["prefill"]) == 1
+    p1 = calls["prefill"][0][1]
+    assert [c[0][0] for c in calls["step"]] == [beams] * 5
+    assert [c[1] for c in calls["step"]] == list(range(p1, p1 + 5))
