@@ -43,14 +43,14 @@ class EmotionPanel(ttk.LabelFrame):
         super().__init__(parent, text="Emotion", padding=8)
         self._pick_clip = pick_clip
         self._on_change = on_change or (lambda: None)
-        self.mode = tk.StringVar(value="speaker")
-        self.alpha = tk.DoubleVar(value=0.65)
-        self.clip = tk.StringVar(value="")
-        self.description = tk.StringVar(value="")
-        self.random = tk.BooleanVar(value=False)
-        self.sliders = [tk.DoubleVar(value=0.0) for _ in EMOTION_NAMES]
+        self.mode = tk.StringVar(self, value="speaker")
+        self.alpha = tk.DoubleVar(self, value=0.65)
+        self.clip = tk.StringVar(self, value="")
+        self.description = tk.StringVar(self, value="")
+        self.random = tk.BooleanVar(self, value=False)
+        self.sliders = [tk.DoubleVar(self, value=0.0) for _ in EMOTION_NAMES]
         self.effective_labels: list[ttk.Label] = []
-        self.sum_text = tk.StringVar(value="")
+        self.sum_text = tk.StringVar(self, value="")
 
         modes = ttk.Frame(self)
         modes.pack(fill="x")

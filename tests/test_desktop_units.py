@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_gui_fixtures import display, wait_until, write_tone  # noqa: F401
+from test_gui_fixtures import audio_server, display, wait_until, write_tone  # noqa: F401
 
 from core.api import Cancelled, Emotion, EngineError, GenerationSettings, Progress
 from desktop.dialogs import describe_error
@@ -258,7 +258,7 @@ def test_worker_delivers_on_the_tk_thread(display):
 
 
 # --- README screenshots -----------------------------------------------------------------------------------------
-def test_screenshot_tool_writes_pngs_of_the_real_windows(display, tmp_path):
+def test_screenshot_tool_writes_pngs_of_the_real_windows(display, audio_server, tmp_path):
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import screenshots

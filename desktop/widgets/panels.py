@@ -26,14 +26,14 @@ class TextPanel(ttk.LabelFrame):
         super().__init__(parent, text="Text", padding=8)
         self._split = split
         self._after_id: str | None = None
-        self.char_count = tk.StringVar(value="0 characters")
+        self.char_count = tk.StringVar(self, value="0 characters")
         self.segments: list[str] = []
         self.text = tk.Text(self, height=8, wrap="word", undo=True, font=("TkDefaultFont", 11))
         self.text.pack(fill="both", expand=True)
         info = ttk.Frame(self)
         info.pack(fill="x", pady=(4, 0))
         ttk.Label(info, textvariable=self.char_count).pack(side="left")
-        self.segment_count = tk.StringVar(value="")
+        self.segment_count = tk.StringVar(self, value="")
         ttk.Label(info, textvariable=self.segment_count).pack(side="right")
         self.preview = tk.Listbox(self, height=4, activestyle="none", background="#f5f5f5")
         self.preview.pack(fill="x", pady=(4, 0))
@@ -80,8 +80,8 @@ class VoicePanel(ttk.LabelFrame):
         self.library = library
         self.dialog = dialog
         self.on_play = on_play
-        self.voice_path = tk.StringVar(value="")
-        self.voice_label = tk.StringVar(value="No voice chosen")
+        self.voice_path = tk.StringVar(self, value="")
+        self.voice_label = tk.StringVar(self, value="No voice chosen")
         ttk.Label(self, textvariable=self.voice_label, font=("TkDefaultFont", 10, "bold")).pack(fill="x")
         row = ttk.Frame(self)
         row.pack(fill="x", pady=(4, 0))
@@ -233,15 +233,15 @@ class AdvancedPanel(ttk.Frame):
 
     def __init__(self, parent: tk.Misc, on_change: Callable[[], None] | None = None) -> None:
         super().__init__(parent)
-        self.open = tk.BooleanVar(value=False)
+        self.open = tk.BooleanVar(self, value=False)
         self.toggle = ttk.Checkbutton(self, text="\u25b8 Advanced settings", variable=self.open, style="Toolbutton", command=self._show)
         self.toggle.pack(anchor="w")
         self.body = ttk.Frame(self, padding=(8, 4))
         self.vars: dict[str, tk.StringVar] = {}
-        self.do_sample = tk.BooleanVar(value=True)
+        self.do_sample = tk.BooleanVar(self, value=True)
         for row, (key, label, _) in enumerate(ADVANCED):
             ttk.Label(self.body, text=label).grid(row=row, column=0, sticky="w")
-            var = tk.StringVar()
+            var = tk.StringVar(self)
             ttk.Entry(self.body, textvariable=var, width=10).grid(row=row, column=1, sticky="w", padx=6, pady=1)
             self.vars[key] = var
             if on_change:
@@ -326,7 +326,7 @@ class FirstRunScreen(ttk.Frame):
     def __init__(self, parent: tk.Misc, on_setup: Callable[[], None], on_choose: Callable[[], None], on_retry: Callable[[], None]) -> None:
         super().__init__(parent, padding=40)
         ttk.Label(self, text="The voice models are not set up yet", font=("TkDefaultFont", 16, "bold")).pack(anchor="w")
-        self.message = tk.StringVar(value="")
+        self.message = tk.StringVar(self, value="")
         ttk.Label(self, textvariable=self.message, wraplength=640, justify="left").pack(anchor="w", pady=(12, 18))
         buttons = ttk.Frame(self)
         buttons.pack(anchor="w")

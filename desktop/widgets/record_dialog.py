@@ -46,11 +46,11 @@ class RecordDialog(tk.Toplevel):
         self.take: Take | None = None
         self.player: Player | None = None
         self._tick_id: str | None = None
-        self.state = tk.StringVar(value="idle")  # idle | countdown | recording | done | error
-        self.status = tk.StringVar(value="Read a few sentences in your normal voice, 5 to 15 seconds.")
-        self.warnings = tk.StringVar(value="")
-        self.name = tk.StringVar(value=time.strftime("My voice %Y-%m-%d %H%M"))
-        self.device = tk.StringVar(value=input_device or DEFAULT_DEVICE)
+        self.state = tk.StringVar(self, value="idle")  # idle | countdown | recording | done | error
+        self.status = tk.StringVar(self, value="Read a few sentences in your normal voice, 5 to 15 seconds.")
+        self.warnings = tk.StringVar(self, value="")
+        self.name = tk.StringVar(self, value=time.strftime("My voice %Y-%m-%d %H%M"))
+        self.device = tk.StringVar(self, value=input_device or DEFAULT_DEVICE)
 
         body = ttk.Frame(self, padding=12)
         body.pack(fill="both", expand=True)

@@ -22,14 +22,14 @@ class SettingsDialog(tk.Toplevel):
         self.on_apply = on_apply
         self.original = settings
         self.vars = {
-            "model_dir": tk.StringVar(value=settings.model_dir),
-            "device": tk.StringVar(value=settings.device),
-            "fp16": tk.BooleanVar(value=settings.fp16),
-            "output_dir": tk.StringVar(value=settings.output_dir),
-            "input_device": tk.StringVar(value=settings.input_device or DEFAULT),
-            "output_device": tk.StringVar(value=settings.output_device or DEFAULT),
-            "countdown": tk.IntVar(value=settings.countdown),
-            "streaming": tk.BooleanVar(value=settings.streaming),
+            "model_dir": tk.StringVar(self, value=settings.model_dir),
+            "device": tk.StringVar(self, value=settings.device),
+            "fp16": tk.BooleanVar(self, value=settings.fp16),
+            "output_dir": tk.StringVar(self, value=settings.output_dir),
+            "input_device": tk.StringVar(self, value=settings.input_device or DEFAULT),
+            "output_device": tk.StringVar(self, value=settings.output_device or DEFAULT),
+            "countdown": tk.IntVar(self, value=settings.countdown),
+            "streaming": tk.BooleanVar(self, value=settings.streaming),
         }
         body = ttk.Frame(self, padding=12)
         body.pack(fill="both", expand=True)
