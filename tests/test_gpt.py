@@ -333,7 +333,9 @@ def test_initial_seen_ids_are_upstream_fake_prompt(model, gen):
 def test_sampling_is_reproducible_with_a_seed(model, meta, gen, beams):
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
     settings = GenerationConfig(do_sample=True, num_beams=beams, max_mel_tokens=12)
-    runs = [model.generate(text, spk, emovec, settings, generator=torch.Generator().manual_seed(7)).codes for _ in range(2)]
+    runs = [
+        model.generate(text, spk, emovec, settings, generator=torch.Generator().manual_seed(7)).codes for _ in range(2)
+    ]
     assert torch.equal(runs[0], runs[1])
     assert len(runs[0]) > 0
     torch.manual_seed(11)
@@ -423,7 +425,8 @@ def test_decode_runs_the_prompt_once_and_one_batched_step_per_token(model, meta,
         model.gpt, "step", lambda x, cache, pos, mask: calls["step"].append((x.shape, pos)) or step(x, cache, pos, mask)
     )
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
-    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=6))
+    settings = GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=6)
+    codes, hit_max = model.generate(text, spk, emovec, settings)
     assert hit_max and len(codes) == 6
     assert len(calls["prefill"]) == 1
     p1 = calls["prefill"][0][1]
