@@ -19,7 +19,9 @@ from core.text.normalizer import TextNormalizer
 
 log = logging.getLogger(__name__)
 
-RECORDS = [json.loads(line) for line in ref("text", "text_goldens.jsonl").read_text(encoding="utf-8").splitlines() if line]
+RECORDS = [
+    json.loads(line) for line in ref("text", "text_goldens.jsonl").read_text(encoding="utf-8").splitlines() if line
+]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -157,7 +159,8 @@ def test_golden_texts_are_normalised_in_one_pass():
     assert longest <= fst.LONG_TEXT_CHARS
 
 
-def test_grammars_are_loaded_once():
+def test_grammars_are_loaded_once(fe: TextFrontend):
+    fe.load_grammars()
     assert fst.grammar("zh") is fst.grammar("zh")
     assert fst.grammar("en") is fst.grammar("en")
     with pytest.raises(ValueError, match="unknown grammar language"):
@@ -225,7 +228,15 @@ def test_import_core_text_loads_no_gui():
     code = (
         "import sys, core, core.text; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tkinter', '_tkinter', 'desktop')]; "
-        "assert not bad, bad"
+        "assert not bad, bad; "
+        "core.text.TextFrontend(sys.argv[1]); "
+        "assert not core.text.fst._cache, 'grammars must load lazily'"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(ref("data", "bpe.model"))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr

@@ -43,6 +43,13 @@ class TextFrontend:
         glossary = load_glossary(glossary_path) if glossary_path is not None else None
         self.normalizer = TextNormalizer(glossary)
 
+    def load_grammars(self) -> None:
+        """Load both normalisation grammars now (they otherwise load on first use, once per process)."""
+        from . import fst
+
+        fst.grammar("zh", self.normalizer.fst_dir)
+        fst.grammar("en", self.normalizer.fst_dir)
+
     @property
     def vocab_size(self) -> int:
         return self.bpe.vocab_size

@@ -176,7 +176,8 @@ class TextNormalizer:
             result = self._run_grammar(lang, grammar_input)
         except fst.NoGrammarPath as exc:
             # Upstream falls back to "" (Chinese) or the unnormalised text (English) when the grammar fails.
-            log.warning("text normalisation failed, using the %s: %s", "empty text" if lang == "zh" else "raw text", exc)
+            fallback = "empty text" if lang == "zh" else "raw text"
+            log.warning("text normalisation failed, using the %s: %s", fallback, exc)
             if lang == "en":
                 result = _map_punct(state["fallback"])
                 return self._restore_annotations(result, state["annotations"])

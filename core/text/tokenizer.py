@@ -36,7 +36,9 @@ class BpeModel:
         try:
             self.sp.Load(str(path))
         except (OSError, RuntimeError) as exc:
-            raise TokenizerError(f"cannot load BPE model {path}: {exc}; the file is corrupt, download it again") from exc
+            raise TokenizerError(
+                f"cannot load BPE model {path}: {exc}; the file is corrupt, download it again"
+            ) from exc
 
     @property
     def vocab_size(self) -> int:
