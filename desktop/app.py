@@ -8,32 +8,29 @@ in a worker thread (:mod:`desktop.worker`); every dialog goes through one inject
 from __future__ import annotations
 
 import logging
-import os
 import random
-import re
 import sys
-import tempfile
 import time
 import tkinter as tk
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tkinter import ttk
 
 import numpy as np
-import soundfile as sf
 
-from core.api import SAMPLE_RATE, Cancelled, Emotion, EngineError, EngineProtocol, GenerationSettings, Progress, SegmentAudio, SynthesisResult
+from core.api import SAMPLE_RATE, Cancelled, EngineError, EngineProtocol, GenerationSettings, Progress, SegmentAudio, SynthesisResult
 from desktop import dialogs as dialogs_mod
 from desktop.audio import AudioUnavailable
 from desktop.devicecheck import DeviceReport, check_device
-from desktop.dialogs import PRESET_FILETYPES, UserError, describe_error
+from desktop.dialogs import UserError, describe_error
 from desktop.dirs import AppDirs, app_dirs
 from desktop.emotion_ui import EmotionPanel
 from desktop.logs import LogWindow, setup_logging
 from desktop.player import Player
-from desktop.presets import AppSettings, Preset, PresetError, PresetStore, StateFiles, slugify
+from desktop.presets import AppSettings, PresetStore, StateFiles
 from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
+from desktop.studio_presets import PresetActions
+from desktop.studio_results import HistoryEntry, Request, ResultActions
 from desktop.widgets.panels import AdvancedPanel, FirstRunScreen, HistoryPanel, TextPanel, VoicePanel
 from desktop.widgets.record_dialog import RecordDialog
 from desktop.widgets.settings_dialog import SettingsDialog
@@ -43,45 +40,6 @@ from desktop.worker import Job, Worker
 log = logging.getLogger(__name__)
 
 APP_TITLE = "IndexTTS2 Desktop"
-
-
-@dataclass
-class Request:
-    """Everything needed to regenerate a result exactly."""
-
-    text: str
-    voice: str
-    voice_label: str
-    emotion: Emotion
-    emotion_state: dict
-    settings: GenerationSettings
-    stream: bool = False
-
-
-@dataclass
-class HistoryEntry:
-    request: Request
-    result: SynthesisResult
-    created: float = field(default_factory=time.time)
-
-
-def default_wav_name(text: str, when: float | None = None) -> str:
-    words = re.findall(r"\w+", text, flags=re.UNICODE)[:6]
-    stem = slugify("-".join(words), fallback="speech")[:40]
-    return f"{stem}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}.wav"
-
-
-def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write a 16-bit WAV via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def placeholder_setup(app: StudioApp) -> None:
@@ -97,7 +55,7 @@ def placeholder_setup(app: StudioApp) -> None:
     )
 
 
-class StudioApp:
+class StudioApp(ResultActions, PresetActions):
     """The main window. ``dialog`` replaces every message box and file dialog (tests)."""
 
     def __init__(
@@ -497,255 +455,6 @@ class StudioApp:
         self.stage.set("Failed")
         self.status.set("Generation failed.")
         self.error("Generate", exc)
-
-    # --- result, playback -------------------------------------------------------------------------------------
-    def show_entry(self, entry: HistoryEntry) -> None:
-        self.current = entry
-        self.waveform.set_audio(entry.result.audio, entry.result.sample_rate)
-        self.position.set(f"0.0 / {entry.result.duration:.1f} s")
-
-    def show_history(self, index: int) -> None:
-        if 0 <= index < len(self.history) and self.history[index] is not self.current:
-            self.stop_playback()
-            self.show_entry(self.history[index])
-
-    def _player(self) -> Player:
-        if self.player is None:
-            self.player = Player(self.settings.output_device)
-        return self.player
-
-    def play_pause(self) -> None:
-        if self.current is None:
-            return
-        try:
-            player = self._player()
-            if player.playing:
-                player.pause()
-                self.play_button.configure(text="\u25b6 Play")
-                return
-            if getattr(player, "entry", None) is not self.current:
-                player.load(self.current.result.audio, self.current.result.sample_rate)
-                player.entry = self.current  # type: ignore[attr-defined]
-            player.play()
-        except AudioUnavailable as exc:
-            self.error("Playback", exc)
-            return
-        self.play_button.configure(text="\u23f8 Pause")
-        self._poll_cursor()
-
-    def play_reference(self, path: Path) -> None:
-        try:
-            audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            player = self._player()
-            player.load(audio.mean(axis=1), rate)
-            player.entry = None  # type: ignore[attr-defined]
-            player.play()
-        except AudioUnavailable as exc:
-            self.error("Playback", exc)
-        except (OSError, RuntimeError) as exc:
-            self.error("Playback", exc, prefix=f"Could not play {path.name}: ")
-
-    def stop_playback(self) -> None:
-        if self.player is not None:
-            self.player.stop()
-        self.play_button.configure(text="\u25b6 Play")
-        self.waveform.set_cursor(0.0)
-
-    def seek(self, seconds: float) -> None:
-        if self.player is not None and getattr(self.player, "entry", None) is self.current:
-            self.player.seek(seconds)
-        self.waveform.set_cursor(seconds)
-
-    def _poll_cursor(self) -> None:
-        if self._cursor_id is not None:
-            return
-
-        def tick() -> None:
-            self._cursor_id = None
-            player = self.player
-            if player is None:
-                return
-            self.waveform.set_cursor(player.position)
-            total = self.current.result.duration if self.current else player.duration
-            self.position.set(f"{player.position:.1f} / {total:.1f} s")
-            if player.playing or self.job is not None:
-                self._cursor_id = self.root.after(50, tick)
-            else:
-                self.play_button.configure(text="\u25b6 Play")
-
-        self._cursor_id = self.root.after(50, tick)
-
-    # --- saving -----------------------------------------------------------------------------------------------
-    def output_dir(self) -> Path:
-        return Path(self.settings.output_dir) if self.settings.output_dir else self.dirs.outputs
-
-    def save_wav(self, path: Path) -> Path | None:
-        if self.current is None:
-            self.error("Save", "There is no result to save yet. Generate something first.")
-            return None
-        try:
-            write_wav_atomic(path, self.current.result.audio, self.current.result.sample_rate)
-        except Exception as exc:
-            if isinstance(exc, OSError) and exc.filename and Path(exc.filename).name.startswith(f".{path.stem}."):
-                exc.filename = str(path)  # name the file the user chose, not our temp file
-            self.error("Save", exc, prefix=f"Could not save {path.name}. ")
-            return None
-        self.status.set(f"Saved {path}")
-        return path
-
-    def save_wav_dialog(self) -> Path | None:
-        if self.current is None:
-            self.error("Save", "There is no result to save yet. Generate something first.")
-            return None
-        folder = self.output_dir()
-        name = default_wav_name(self.current.request.text, self.current.created)
-        chosen = self.dialog("save_file", parent=self.root, title="Save as WAV", initialdir=str(folder), initialfile=name,
-                             defaultextension=".wav", filetypes=[("WAV audio", "*.wav")])
-        return self.save_wav(Path(chosen)) if chosen else None
-
-    def quick_save(self) -> Path | None:
-        """Save into the output folder under the default name; never overwrites (adds -2, -3, ...)."""
-        if self.current is None:
-            self.error("Save", "There is no result to save yet. Generate something first.")
-            return None
-        folder = self.output_dir()
-        path = folder / default_wav_name(self.current.request.text, self.current.created)
-        n = 2
-        while path.exists():
-            path = path.with_name(f"{path.stem.rsplit('~', 1)[0]}~{n}.wav")
-            n += 1
-        return self.save_wav(path)
-
-    # --- presets and state ------------------------------------------------------------------------------------
-    def snapshot(self) -> Preset:
-        return Preset(name="", voice=self.voice_panel.voice_path.get(), emotion=self.emotion_panel.get_state(),
-                      settings=self._settings_dict())
-
-    def _settings_dict(self) -> dict:
-        try:
-            return self.advanced.get_settings().to_dict()
-        except UserError:
-            return GenerationSettings().to_dict()
-
-    def apply_preset(self, preset: Preset) -> None:
-        problems = []
-        if preset.voice:
-            if Path(preset.voice).is_file():
-                self.voice_panel.set_clip(preset.voice)
-            else:
-                problems.append(f"its voice clip {preset.voice} no longer exists")
-        try:
-            self.emotion_panel.set_state(preset.emotion)
-        except (ValueError, TypeError) as exc:
-            problems.append(f"its emotion settings are invalid ({exc})")
-        self.advanced.set_settings(preset.settings)
-        if problems:
-            self.dialog("warning", parent=self.root, title="Preset", message=f"Preset '{preset.name}' was loaded, but " + "; ".join(problems) + ".")
-
-    def refresh_presets(self) -> None:
-        self.preset_box.configure(values=self.presets.names())
-
-    def save_preset_dialog(self, base: Preset | None = None) -> Path | None:
-        name = self.dialog("string", parent=self.root, title="Save preset", prompt="Preset name:", initialvalue=self.preset_name.get())
-        if not name or not name.strip():
-            return None
-        preset = base or self.snapshot()
-        preset.name = name.strip()
-        try:
-            path = self.presets.save(preset)
-        except OSError as exc:
-            self.error("Save preset", exc)
-            return None
-        self.refresh_presets()
-        self.preset_name.set(preset.name)
-        self.status.set(f"Preset '{preset.name}' saved.")
-        return path
-
-    def load_preset(self, name: str) -> bool:
-        if not name:
-            self.error("Preset", "Choose a preset first.")
-            return False
-        try:
-            preset = self.presets.load(name)
-        except PresetError as exc:
-            self.error("Preset", exc, prefix=f"Could not load the preset '{name}': ")
-            return False
-        self.apply_preset(preset)
-        self.status.set(f"Preset '{preset.name}' loaded.")
-        return True
-
-    def import_preset(self) -> bool:
-        path = self.dialog("open_file", parent=self.root, title="Import a preset", filetypes=PRESET_FILETYPES)
-        if not path:
-            return False
-        try:
-            preset = self.presets.load_file(Path(path))
-            self.presets.save(preset)
-        except (PresetError, OSError) as exc:
-            self.error("Import preset", exc, prefix=f"Could not import {Path(path).name}: ")
-            return False
-        self.refresh_presets()
-        self.preset_name.set(preset.name)
-        self.apply_preset(preset)
-        return True
-
-    def delete_preset(self) -> None:
-        name = self.preset_name.get()
-        if name and self.dialog("yesno", parent=self.root, title="Delete preset", message=f"Delete the preset '{name}'?"):
-            self.presets.delete(name)
-            self.preset_name.set("")
-            self.refresh_presets()
-
-    def regenerate(self, index: int) -> Job | None:
-        request = self.history[index].request
-        self.text_panel.set_text(request.text)
-        if Path(request.voice).is_file():
-            self.voice_panel.set_clip(request.voice, label=request.voice_label)
-        self.emotion_panel.set_state(request.emotion_state)
-        self.advanced.set_settings(request.settings.to_dict())
-        if self.job is not None or not self.engine.loaded:
-            return None
-        return self.start_job(Request(**{**request.__dict__, "settings": GenerationSettings.from_dict(request.settings.to_dict())}))
-
-    def history_to_preset(self, index: int) -> Path | None:
-        request = self.history[index].request
-        return self.save_preset_dialog(Preset(name="", voice=request.voice, emotion=dict(request.emotion_state), settings=request.settings.to_dict()))
-
-    def save_state(self) -> None:
-        if not self.persist:
-            return
-        state = {"text": self.text_panel.get_text(), **asdict(self.snapshot()), "advanced_open": bool(self.advanced.open.get()),
-                 "preset": self.preset_name.get(), "streaming": bool(self.stream_var.get())}
-        state.pop("name", None)
-        try:
-            self.files.save_state(state)
-        except OSError:
-            log.warning("could not save the last-used state", exc_info=True)
-
-    def restore_state(self) -> None:
-        state = self.files.load_state()
-        if not state:
-            return
-        try:
-            self.text_panel.set_text(str(state.get("text", "")))
-            voice = state.get("voice") or ""
-            if voice and Path(voice).is_file():
-                self.voice_panel.set_clip(voice)
-            self.emotion_panel.set_state(state.get("emotion") or {})
-            self.advanced.set_settings(state.get("settings") or {})
-            self.advanced.set_open(bool(state.get("advanced_open", False)))
-            self.preset_name.set(str(state.get("preset", "")))
-            self.stream_var.set(bool(state.get("streaming", self.settings.streaming)))
-        except (ValueError, TypeError) as exc:
-            log.warning("last-used state partly ignored: %s", exc)
-            self.files.notes.append(f"The last-used state could not be fully restored ({exc}).")
-
-    def _save_settings(self) -> None:
-        if self.persist:
-            try:
-                self.files.save_settings(self.settings)
-            except OSError as exc:
-                self.error("Settings", exc, prefix="Could not save the settings: ")
 
     # --- tools ------------------------------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:

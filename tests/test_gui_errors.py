@@ -8,7 +8,7 @@ import json
 import soundfile
 from test_gui_fixtures import audio_server, close_studio, display, make_studio, studio, wait_until  # noqa: F401
 
-import desktop.app
+import desktop.studio_results
 from core.api import EngineError
 
 
@@ -204,12 +204,12 @@ def test_disk_full_while_saving(studio, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
 
     original = soundfile.write
-    monkeypatch.setattr(desktop.app.sf, "write", full)
+    monkeypatch.setattr(desktop.studio_results.sf, "write", full)
     assert app.save_wav(target) is None
     (message,) = dialogs.messages()
     assert message == f"Could not save x.wav. The disk is full ({target}). Free some space or choose another folder."
     assert list(target.parent.iterdir()) == []  # the temp file was removed
-    monkeypatch.setattr(desktop.app.sf, "write", original)
+    monkeypatch.setattr(desktop.studio_results.sf, "write", original)
     dialogs.clear()
     assert app.save_wav(target) == target and target.is_file()
 
