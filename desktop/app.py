@@ -67,6 +67,7 @@ class StudioApp(ResultActions, PresetActions):
         dialog: Callable[..., object] | None = None,
         model_dir: str | Path | None = None,
         on_setup_models: Callable[[StudioApp], None] | None = None,
+        find_model_dir: Callable[[str | None], Path] | None = None,
         autoload: bool = True,
         check_device_on_start: bool = True,
         persist: bool = True,
@@ -83,7 +84,12 @@ class StudioApp(ResultActions, PresetActions):
         self.presets = PresetStore(self.dirs.presets)
         self.library = VoiceLibrary(self.dirs.voices)
         self.worker = Worker(root)
-        self.model_dir: Path | None = Path(model_dir) if model_dir else (Path(self.settings.model_dir) if self.settings.model_dir else None)
+        if model_dir:
+            self.model_dir: Path | None = Path(model_dir)
+        elif find_model_dir is not None:  # the real engine: settings, $INDEXTTS_MODEL_DIR, then the default folder
+            self.model_dir = Path(find_model_dir(self.settings.model_dir or None))
+        else:
+            self.model_dir = Path(self.settings.model_dir) if self.settings.model_dir else None
         self.job: Job | None = None
         self.load_job: Job | None = None
         self.job_started = 0.0
@@ -199,7 +205,8 @@ class StudioApp(ResultActions, PresetActions):
         self.history_panel = HistoryPanel(left, on_select=self.show_history, on_regenerate=self.regenerate, on_preset=self.history_to_preset)
         self.history_panel.pack(fill="both", expand=True, pady=(8, 0))
 
-        self.voice_panel = VoicePanel(right, self.library, self.dialog, on_play=self.play_reference, on_record=self.open_recorder)
+        self.voice_panel = VoicePanel(right, self.library, self.dialog, on_play=self.play_reference, on_record=self.open_recorder,
+                                      on_added=self.prepare_voice)
         self.voice_panel.pack(fill="x")
         self.emotion_panel = EmotionPanel(right, pick_clip=self._pick_emotion_clip)
         self.emotion_panel.pack(fill="x", pady=(8, 0))
@@ -483,6 +490,21 @@ class StudioApp(ResultActions, PresetActions):
         self.voice_panel.refresh()
         self.voice_panel.use_voice(voice)
         self.status.set(f"Voice '{voice.name}' saved and selected.")
+        self.prepare_voice(voice)
+
+    def prepare_voice(self, voice) -> Job | None:
+        """Compute (and let the engine cache) a new library voice's conditioning now, not at the first Generate."""
+        prepare = getattr(self.engine, "prepare_voice", None)  # optional: the real engine has it, the API does not require it
+        if prepare is None or not self.engine.loaded:
+            return None
+
+        def done(_: object) -> None:
+            self.status.set(f"Voice '{voice.name}' is ready.")
+
+        def failed(exc: BaseException) -> None:
+            self.error("Voice", exc, prefix=f"The voice '{voice.name}' could not be prepared: ")
+
+        return self.worker.start("prepare-voice", lambda job, post: prepare(voice.clip), done, failed)
 
     def _pick_emotion_clip(self) -> str | None:
         path = self.dialog("open_file", parent=self.root, title="Choose an emotion clip", filetypes=dialogs_mod.AUDIO_FILETYPES)
@@ -527,16 +549,22 @@ def _dpi_aware() -> None:
             pass
 
 
-def make_engine(engine: EngineProtocol | None, standin: bool) -> EngineProtocol:
+def make_engine(engine: EngineProtocol | None, standin: bool, dirs: AppDirs) -> tuple[EngineProtocol, Callable[[str | None], Path] | None]:
+    """The engine to use, and how to find its model folder (None for the stand-in, which needs none)."""
     if engine is not None:
-        return engine
+        return engine, None
     if standin:
         from desktop.standin import StandInEngine
 
-        return StandInEngine()
-    from core.engine import Engine  # the real engine (issue 6)
-
-    return Engine()
+        return StandInEngine(), None
+    try:
+        from core.engine import Engine  # the real engine (issue 6)
+        from core.models import locate_model_dir
+    except ImportError as exc:
+        raise UserError("The IndexTTS-2 engine is missing from this installation (core.engine could not be imported). "
+                        "Reinstall the app, or start it with --standin to try the interface.", details=repr(exc)) from exc
+    # The engine caches each voice's conditioning here, so a library voice is prepared only once.
+    return Engine(cache_dir=dirs.data / "voice-cache"), lambda from_settings: locate_model_dir(None, from_settings)
 
 
 def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_dir: str | Path | None = None,
@@ -549,14 +577,18 @@ def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_di
     except tk.TclError as exc:
         print(f"Cannot open a window: {exc}", file=sys.stderr)
         return 1
+    dirs = dirs or app_dirs()
     try:
-        eng = make_engine(engine, standin)
-        StudioApp(root, eng, dirs=dirs, dialog=dialog, model_dir=model_dir, on_setup_models=on_setup_models)
+        setup_logging(dirs.log)
+        eng, find_model_dir = make_engine(engine, standin, dirs)
+        StudioApp(root, eng, dirs=dirs, dialog=dialog, model_dir=model_dir, on_setup_models=on_setup_models,
+                  find_model_dir=find_model_dir)
     except Exception as exc:
         log.exception("the app could not start")
         message, details = describe_error(exc)
-        dialogs_mod.ErrorDialog(root, APP_TITLE, f"The app could not start: {message}", details)
-        root.mainloop()
+        root.withdraw()
+        (dialog or dialogs_mod.ask)("error", parent=root, title=APP_TITLE, message=f"The app could not start. {message}", details=details)
+        root.destroy()
         return 1
     root.mainloop()
     return 0

@@ -363,3 +363,63 @@ def test_emotion_modes_reach_the_engine(studio):
     sent = app.engine.calls[-1]["emotion"]
     assert (sent["mode"], sent["text"]) == ("text", "joyful")
     assert len(EMOTION_NAMES) == len(app.emotion_panel.sliders)
+
+
+def test_new_library_voice_is_prepared_by_the_engine(display, audio_server, tmp_path):
+    class Preparing(StandInEngine):
+        prepared: list = []
+
+        def prepare_voice(self, clip):
+            self.prepared.append(clip)
+
+    studio = make_studio(tmp_path / "home", engine=Preparing(step_seconds=0.01))
+    try:
+        app = studio.app
+        app.voice_panel.set_clip(studio.voice)
+        studio.dialogs.answer("string", "Carol")
+        voice = app.voice_panel.add_current()
+        wait_until(studio.root, lambda: not app.worker.busy)
+        assert app.engine.prepared == [voice.clip]
+        assert app.status.get() == "Voice 'Carol' is ready."
+    finally:
+        close_studio(studio)
+
+
+def test_run_entry_point_opens_the_window(display, audio_server, tmp_path, monkeypatch):
+    import tkinter as tk
+
+    from desktop.app import run
+    from desktop.dirs import AppDirs
+
+    seen = {}
+
+    def fake_mainloop(root, n=0):
+        root.update()
+        seen["title"] = root.title()
+        seen["mapped"] = root.winfo_ismapped()
+        root.destroy()
+
+    monkeypatch.setattr(tk.Tk, "mainloop", fake_mainloop)
+    calls = []
+    assert run(standin=True, dirs=AppDirs.under(tmp_path), dialog=lambda kind, **o: calls.append((kind, o))) == 0
+    assert seen == {"title": "IndexTTS2 Desktop", "mapped": True} and calls == []
+
+
+def test_real_engine_without_models_shows_first_run_screen(display, audio_server, tmp_path):
+    """The real core.engine.Engine through the same window: an empty model folder leads to the setup screen."""
+    from desktop.app import make_engine
+    from desktop.dirs import AppDirs
+
+    empty = tmp_path / "models"
+    empty.mkdir()
+    engine, find_model_dir = make_engine(None, False, AppDirs.under(tmp_path / "home"))
+    assert type(engine).__module__ == "core.engine" and find_model_dir is not None
+    studio = make_studio(tmp_path / "home", engine=engine, model_dir=empty)
+    try:
+        wait_until(studio.root, lambda: studio.app.first_run_visible, timeout=60)
+        assert "config.yaml is missing" in studio.app.first_run.message.get()
+        assert str(empty) in studio.app.first_run.message.get()
+        assert str(studio.app.generate_button.cget("state")) == "disabled"
+        assert studio.dialogs.messages() == []
+    finally:
+        close_studio(studio)

@@ -75,8 +75,10 @@ class TextPanel(ttk.LabelFrame):
 class VoicePanel(ttk.LabelFrame):
     """Reference clip (file, drag and drop, library, recording) and the library list."""
 
-    def __init__(self, parent: tk.Misc, library: VoiceLibrary, dialog: Dialog, on_play: Callable[[Path], None], on_record: Callable[[], None]) -> None:
+    def __init__(self, parent: tk.Misc, library: VoiceLibrary, dialog: Dialog, on_play: Callable[[Path], None],
+                 on_record: Callable[[], None], on_added: Callable[[Voice], object] | None = None) -> None:
         super().__init__(parent, text="Voice", padding=8)
+        self.on_added = on_added or (lambda voice: None)
         self.library = library
         self.dialog = dialog
         self.on_play = on_play
@@ -177,6 +179,7 @@ class VoicePanel(ttk.LabelFrame):
             return None
         self.refresh()
         self.use_voice(voice)
+        self.on_added(voice)
         return voice
 
     def rename_selected(self) -> None:
