@@ -564,7 +564,7 @@ def make_engine(engine: EngineProtocol | None, standin: bool, dirs: AppDirs) -> 
         raise UserError("The IndexTTS-2 engine is missing from this installation (core.engine could not be imported). "
                         "Reinstall the app, or start it with --standin to try the interface.", details=repr(exc)) from exc
     # The engine caches each voice's conditioning here, so a library voice is prepared only once.
-    return Engine(cache_dir=dirs.data / "voice-cache"), lambda from_settings: locate_model_dir(None, from_settings)
+    return Engine(cache_dir=dirs.cache / "voices"), lambda from_settings: locate_model_dir(None, from_settings)
 
 
 def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_dir: str | Path | None = None,

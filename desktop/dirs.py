@@ -1,4 +1,4 @@
-"""Where the desktop app keeps its files.
+"""Where the desktop app keeps its files (config, logs, data, cache).
 
 Everything goes through :func:`app_dirs`, so tests (and a portable install) can move all user
 folders with one environment variable, ``INDEXTTS2_DESKTOP_HOME``, or by passing an :class:`AppDirs`.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import platformdirs
 
-APP_NAME = "IndexTTS2-Desktop"
+from core.models import APP_NAME  # one name, so the CLI and the app share their folders
+
 HOME_ENV = "INDEXTTS2_DESKTOP_HOME"
 
 
@@ -21,6 +22,7 @@ class AppDirs:
     config: Path  # settings.json, state.json, presets/
     log: Path  # rotating log + faulthandler file
     data: Path  # voice library, default output folder
+    cache: Path  # the engine's per-voice conditioning cache
 
     @property
     def presets(self) -> Path:
@@ -37,7 +39,7 @@ class AppDirs:
     @classmethod
     def under(cls, root: str | Path) -> AppDirs:
         root = Path(root)
-        return cls(config=root / "config", log=root / "logs", data=root / "data")
+        return cls(config=root / "config", log=root / "logs", data=root / "data", cache=root / "cache")
 
     def ensure(self) -> AppDirs:
         for path in (self.config, self.log, self.data, self.presets, self.voices):
@@ -54,4 +56,5 @@ def app_dirs() -> AppDirs:
         config=Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
         log=Path(platformdirs.user_log_dir(APP_NAME, appauthor=False)),
         data=Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
+        cache=Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
     )

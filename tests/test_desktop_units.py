@@ -198,7 +198,7 @@ def test_dirs_env_override(tmp_path, monkeypatch):
     assert dirs == AppDirs.under(tmp_path)
     assert dirs.presets.is_dir() and dirs.voices.is_dir() and dirs.log == tmp_path / "logs"
     monkeypatch.delenv(HOME_ENV)
-    assert "IndexTTS2-Desktop" in str(app_dirs().config)
+    assert "IndexTTS2 Desktop" in str(app_dirs().config) and "IndexTTS2 Desktop" in str(app_dirs().cache)
 
 
 def test_describe_error_words():
