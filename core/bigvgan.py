@@ -18,8 +18,8 @@ applies Snake/SnakeBeta, and low-pass filters + decimates x2 with the same filte
 transposed convolution whose output is then cropped, and a stride-2 convolution. We compute exactly the same sums in
 polyphase form: the even and odd output samples of the upsampler are two 6-tap filters of the input, and the stride-2
 low-pass reads the even and odd phases with the odd and even taps. Nothing is computed that is later cropped away and
-no interleaving is needed between the two convolutions. ``Activation1d.upsample_interleaved`` gives the upsampled
-signal in upstream's layout for inspection.
+no interleaving is needed. On the CPU this runs over cache-sized blocks as shifted multiply-adds (see
+``Activation1d``). ``Activation1d.upsample_interleaved`` gives the upsampled signal in upstream's layout.
 
 Precision: the activation (resampling and Snake) always runs in float32, whatever the model dtype, so the sin of large
 arguments and the 1/beta scale stay accurate when the convolutions run in float16 on CUDA.
@@ -219,13 +219,28 @@ def _polyphase_down_weight(h: Tensor, channels: int) -> Tensor:
 
 
 class Activation1d(nn.Module):
-    """Anti-aliased activation: x2 upsample -> Snake/SnakeBeta -> x2 low-pass downsample (float32 inside)."""
+    """Anti-aliased activation: x2 upsample -> Snake/SnakeBeta -> x2 low-pass downsample (float32 inside).
+
+    Two implementations of the same sums: on the CPU, cache-sized blocks of (channels x time) with the 6-tap phase
+    filters applied as scaled shifted adds (about 2x faster than depthwise convolutions and a third of the memory
+    traffic); elsewhere (CUDA) two grouped convolutions over the whole signal. ``use_blocks`` forces one or the other.
+    """
+
+    block_elems = 1 << 17  # CPU block size in input samples (512 KB in, ~2 MB of float32 temporaries)
 
     def __init__(self, channels: int, *, logscale: bool = True, with_beta: bool = True) -> None:
         super().__init__()
         self.act = SnakeBeta(channels, logscale=logscale, with_beta=with_beta)
         self.upsample = UpSample1d()
         self.downsample = DownSample1d()
+        self.use_blocks: bool | None = None  # None: blocks on the CPU, convolutions elsewhere
+
+    def forward(self, x: Tensor) -> Tensor:
+        blocks = self.use_blocks if self.use_blocks is not None else x.device.type == "cpu"
+        y = self._forward_blocks(x) if blocks else self._down(self._phases(x), apply_act=True)
+        return y.to(x.dtype)
+
+    # -- whole-signal convolutions (accelerators) and upstream-layout views for inspection
 
     def _phases(self, x: Tensor) -> Tensor:
         """The upsampled signal as ``[B, C, 2, L]`` (phase 0: even samples, phase 1: odd samples), float32."""
@@ -256,8 +271,69 @@ class Activation1d(nn.Module):
         w = _polyphase_down_weight(self.downsample.lowpass.filter, c).to(u.device)
         return F.conv1d(q.view(b, 2 * c, n + 6), w, groups=c)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._down(self._phases(x), apply_act=True).to(x.dtype)
+    # -- CPU: blocked shifted adds
+
+    def _forward_blocks(self, x: Tensor) -> Tensor:
+        b, c, n = x.shape
+        x = x.float()
+        alpha, inv_beta = self.act.coefficients()
+        alpha, inv_beta = alpha.to(x.device).view(1, -1, 1, 1), inv_beta.to(x.device).view(1, -1, 1, 1)
+        h_up = self.upsample.filter.reshape(-1).tolist()
+        h_down = self.downsample.lowpass.filter.reshape(-1).tolist()
+        # phase 0 (even samples) reads x[m-3+r] with 2*h[11-2r] (r=0..5), phase 1 with 2*h[12-2r] (r=1..6)
+        up = (
+            [(r, 2.0 * h_up[11 - 2 * r]) for r in range(6)],
+            [(r, 2.0 * h_up[12 - 2 * r]) for r in range(1, 7)],
+        )
+        # y[k] reads phase 0 at q[k+r] with h[2r-1] (r=1..6) and phase 1 at q[k+r] with h[2r] (r=0..5)
+        down = ([(r, h_down[2 * r - 1]) for r in range(1, 7)], [(r, h_down[2 * r]) for r in range(6)])
+
+        y = x.new_empty(b, c, n)
+        steps = max(256, self.block_elems // c)
+        rows = max(1, self.block_elems // min(steps, n))
+        for c0 in range(0, c, rows):
+            c1 = min(c, c0 + rows)
+            for s in range(0, n, steps):
+                e = min(n, s + steps)
+                q = self._upsample_block(x[:, c0:c1], s, e, up)
+                t = q * alpha[:, c0:c1]
+                t.sin_()
+                t.mul_(t).mul_(inv_beta[:, c0:c1]).add_(q)
+                out = y[:, c0:c1, s:e]
+                first = True
+                for phase in (1, 0):
+                    for r, coef in down[phase]:
+                        src = t[:, :, phase, r : r + e - s]
+                        if first:
+                            torch.mul(src, coef, out=out)
+                            first = False
+                        else:
+                            out.add_(src, alpha=coef)
+        return y
+
+    @staticmethod
+    def _upsample_block(x: Tensor, s: int, e: int, up: tuple[list[tuple[int, float]], ...]) -> Tensor:
+        """Both upsampled phases at positions ``s-3 .. e+2`` as ``q [B, C, 2, e-s+6]``, with the downsampler's replicate
+        padding already in place where those positions fall outside ``0 .. n-1``."""
+        b, c, n = x.shape
+        lo, hi = max(s - 3, 0), min(e + 3, n)  # positions computable from x
+        a, z = lo - 3, hi + 3  # x samples they read
+        xs = x[:, :, max(a, 0) : min(z, n)]
+        if a < 0 or z > n:
+            xs = F.pad(xs, (max(0, -a), max(0, z - n)), mode="replicate")
+        q = x.new_empty(b, c, 2, e - s + 6)
+        j0, j1 = lo - (s - 3), hi - (s - 3)
+        for phase in (0, 1):
+            out = q[:, :, phase, j0:j1]
+            (r, coef), *rest = up[phase]
+            torch.mul(xs[:, :, r : r + hi - lo], coef, out=out)
+            for r, coef in rest:
+                out.add_(xs[:, :, r : r + hi - lo], alpha=coef)
+        if j0 > 0:  # left of position 0: the first even sample
+            q[:, :, :, :j0] = q[:, :, 0:1, j0 : j0 + 1]
+        if j1 < e - s + 6:  # right of position n-1: the last odd sample
+            q[:, :, :, j1:] = q[:, :, 1:2, j1 - 1 : j1]
+        return q
 
 
 # --------------------------------------------------------------------------------------------------- AMP blocks

@@ -90,10 +90,12 @@ def test_filters_loaded_and_verified(vocoder: BigVGAN, goldens: dict[str, torch.
         _close(k, buffers[k], goldens["filter.downsample"], ATOL_ACT)
 
 
+@pytest.mark.parametrize("blocks", [True, False], ids=["cpu-blocks", "convolutions"])
 @pytest.mark.parametrize("case", ACT_CASES)
-def test_activation1d(goldens: dict[str, torch.Tensor], case: str) -> None:
+def test_activation1d(goldens: dict[str, torch.Tensor], case: str, blocks: bool) -> None:
     log_alpha, log_beta = goldens["act1d.log_alpha"], goldens["act1d.log_beta"]
     act = Activation1d(log_alpha.numel())
+    act.use_blocks = blocks
     with torch.no_grad():
         act.act.alpha.copy_(log_alpha)
         act.act.beta.copy_(log_beta)
@@ -171,6 +173,24 @@ def test_each_stage_from_golden_input(vocoder: BigVGAN, goldens: dict[str, torch
     assert wav.shape[-1] == vocoder.hop_size * g["mel"].shape[-1]
     assert wav.abs().max() <= 1.0
     assert checked == sum(1 for k in g if re.fullmatch(r"ups\d+", k))
+
+
+@pytest.mark.parametrize("mode", ["small-blocks", "convolutions"])
+@pytest.mark.parametrize("inp", INPUTS)
+def test_waveform_other_activation_paths(vocoder: BigVGAN, goldens: dict[str, torch.Tensor], inp: str, mode: str) -> None:
+    """The CPU path with many (channel x time) blocks, incl. ragged last blocks, and the whole-signal conv path."""
+    acts = [m for m in vocoder.modules() if isinstance(m, Activation1d)]
+    try:
+        for m in acts:
+            m.use_blocks = mode == "small-blocks"
+            m.block_elems = 1000  # 256-sample time blocks, a few channels per block
+        with torch.no_grad():
+            wav = vocoder(goldens[f"{inp}.mel"])
+    finally:
+        for m in acts:
+            m.use_blocks = None
+            del m.block_elems
+    _close(f"{inp}.wav ({mode})", wav, goldens[f"{inp}.wav"])
 
 
 @pytest.mark.parametrize("inp", INPUTS)
