@@ -61,7 +61,7 @@ fi
 stamp="$venv/.installed-$mode"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   extras=""
-  [ "$mode" = "test" ] && extras="[test]"
+  [ "$mode" = "test" ] && extras="[test,build]"
   say "installing IndexTTS2 Desktop$extras and its dependencies"
   "$py" -m pip install --quiet -e ".$extras" || fail "dependency installation failed; see the pip messages above."
   touch "$stamp"
