@@ -129,7 +129,7 @@ class StudioApp(ResultActions, PresetActions):
         for note in self.files.notes:
             self.dialog("warning", parent=root, title="Settings reset", message=note)
         root.protocol("WM_DELETE_WINDOW", self.close)
-        self.set_busy(False)
+        self.refresh_buttons()
         if autoload:
             self.load_engine()
         if check_device_on_start:
@@ -288,12 +288,12 @@ class StudioApp(ResultActions, PresetActions):
             self.status.set("Ready.")
             self.stage.set("")
             self.progress.set(0)
-            self.set_busy(False)
+            self.refresh_buttons()
             self.text_panel.update_preview()
 
         def failed(exc: BaseException) -> None:
             self.load_job = None
-            self.set_busy(False)
+            self.refresh_buttons()
             if isinstance(exc, EngineError):
                 self.show_first_run(str(exc))
             else:
@@ -301,7 +301,7 @@ class StudioApp(ResultActions, PresetActions):
                 self.error("Loading the models", exc)
 
         self.load_job = self.worker.start("load", work, done, failed, on_message=lambda k, p: self._on_progress(p))
-        self.set_busy(False)
+        self.refresh_buttons()
 
     def choose_model_dir(self) -> None:
         path = self.dialog("directory", parent=self.root, title="Choose the IndexTTS-2 model folder")
@@ -312,7 +312,8 @@ class StudioApp(ResultActions, PresetActions):
             self.load_engine()
 
     # --- generation -------------------------------------------------------------------------------------------
-    def set_busy(self, _unused: bool = False) -> None:
+    def refresh_buttons(self) -> None:
+        """Generate only when the engine is ready and idle; Cancel only while generating."""
         generating = self.job is not None
         ready = self.engine.loaded and self.load_job is None
         self.generate_button.configure(state="normal" if ready and not generating else "disabled")
@@ -386,7 +387,7 @@ class StudioApp(ResultActions, PresetActions):
         self.stage.set("Starting\u2026")
         self.status.set("Generating\u2026")
         self.job = self.worker.start("synthesis", work, lambda r: self._job_done(request, r), self._job_failed, self._job_message)
-        self.set_busy(True)
+        self.refresh_buttons()
         self._tick_timing()
         self.save_state()
         return self.job
@@ -436,7 +437,7 @@ class StudioApp(ResultActions, PresetActions):
 
     def _job_done(self, request: Request, result: SynthesisResult) -> None:
         self.job = None
-        self.set_busy(False)
+        self.refresh_buttons()
         entry = HistoryEntry(request=request, result=result)
         self.history.append(entry)
         self.history_panel.add(len(self.history) - 1, time.strftime("%H:%M:%S"), request.text, request.voice_label, result.duration, request.settings.seed)
@@ -451,7 +452,7 @@ class StudioApp(ResultActions, PresetActions):
 
     def _job_failed(self, exc: BaseException) -> None:
         self.job = None
-        self.set_busy(False)
+        self.refresh_buttons()
         self.progress.set(0)
         if self.player is not None and self._stream_started:
             self.player.stop()

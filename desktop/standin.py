@@ -86,8 +86,11 @@ class StandInEngine:
             if count_tokens(sentence) <= max_tokens:
                 segments.append(sentence)
                 continue
+            pieces: list[str] = []
+            for clause in (c for c in _CLAUSE_END.split(sentence) if c):
+                pieces.extend([clause] if count_tokens(clause) <= max_tokens else _TOKEN.findall(clause))
             current = ""
-            for piece in _TOKEN.findall(sentence) if not _CLAUSE_END.search(sentence) else _CLAUSE_END.split(sentence):
+            for piece in pieces:
                 candidate = f"{current} {piece}".strip() if current else piece
                 if current and count_tokens(candidate) > max_tokens:
                     segments.append(current)

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from core.api import GenerationSettings
 from desktop.dialogs import PRESET_FILETYPES, UserError
 from desktop.presets import Preset, PresetError
-from desktop.studio_results import Request
 from desktop.worker import Job
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class PresetActions:
         self.advanced.set_settings(request.settings.to_dict())
         if self.job is not None or not self.engine.loaded:
             return None
-        return self.start_job(Request(**{**request.__dict__, "settings": GenerationSettings.from_dict(request.settings.to_dict())}))
+        return self.start_job(replace(request, settings=replace(request.settings)))
 
     def history_to_preset(self, index: int) -> Path | None:
         request = self.history[index].request

@@ -54,7 +54,8 @@ def engine() -> StandInEngine:
 
 def test_standin_splits_on_sentence_punctuation(engine):
     assert engine.split_text("One. Two! Three? 四。五！\nSix") == ["One.", "Two!", "Three?", "四。", "五！", "Six"]
-    assert engine.split_text("a b c d e, f g", max_tokens=3) == ["a b c d e,", "f g"]
+    assert engine.split_text("a b c d e, f g", max_tokens=3) == ["a b c", "d e,", "f g"]
+    assert engine.split_text("a b, c d e f g h", max_tokens=3) == ["a b, c", "d e f", "g h"]
     assert engine.split_text("a b c d e f g", max_tokens=3) == ["a b c", "d e f", "g"]
     assert engine.split_text("   ") == []
 
