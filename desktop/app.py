@@ -18,7 +18,16 @@ from tkinter import ttk
 
 import numpy as np
 
-from core.api import SAMPLE_RATE, Cancelled, EngineError, EngineProtocol, GenerationSettings, Progress, SegmentAudio, SynthesisResult
+from core.api import (
+    SAMPLE_RATE,
+    Cancelled,
+    EngineError,
+    EngineProtocol,
+    GenerationSettings,
+    Progress,
+    SegmentAudio,
+    SynthesisResult,
+)
 from desktop import dialogs as dialogs_mod
 from desktop.audio import AudioUnavailable
 from desktop.devicecheck import DeviceReport, check_device
@@ -28,9 +37,9 @@ from desktop.emotion_ui import EmotionPanel
 from desktop.logs import LogWindow, setup_logging
 from desktop.player import Player
 from desktop.presets import AppSettings, PresetStore, StateFiles
-from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
 from desktop.studio_presets import PresetActions
 from desktop.studio_results import HistoryEntry, Request, ResultActions
+from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
 from desktop.widgets.panels import AdvancedPanel, FirstRunScreen, HistoryPanel, TextPanel, VoicePanel
 from desktop.widgets.record_dialog import RecordDialog
 from desktop.widgets.settings_dialog import SettingsDialog
@@ -117,7 +126,12 @@ class StudioApp(ResultActions, PresetActions):
         self.container = ttk.Frame(root)
         self.container.pack(fill="both", expand=True)
         self.studio = ttk.Frame(self.container)
-        self.first_run = FirstRunScreen(self.container, on_setup=lambda: self.on_setup_models(self), on_choose=self.choose_model_dir, on_retry=self.load_engine)
+        self.first_run = FirstRunScreen(
+            self.container,
+            on_setup=lambda: self.on_setup_models(self),
+            on_choose=self.choose_model_dir,
+            on_retry=self.load_engine,
+        )
         self._build_studio()
         bar = ttk.Frame(root, padding=(8, 2))
         bar.pack(fill="x", side="bottom")
@@ -147,7 +161,9 @@ class StudioApp(ResultActions, PresetActions):
     def _build_menu(self) -> None:
         menu = tk.Menu(self.root)
         file = tk.Menu(menu, tearoff=False)
-        file.add_command(label="Open voice clip\u2026", accelerator="Ctrl+O", command=lambda: self.voice_panel.open_clip())
+        file.add_command(
+            label="Open voice clip\u2026", accelerator="Ctrl+O", command=lambda: self.voice_panel.open_clip()
+        )
         file.add_command(label="Save result as WAV\u2026", accelerator="Ctrl+S", command=self.save_wav_dialog)
         file.add_command(label="Quick save to output folder", accelerator="Ctrl+Shift+S", command=self.quick_save)
         file.add_separator()
@@ -176,7 +192,9 @@ class StudioApp(ResultActions, PresetActions):
         self.text_panel.pack(fill="both", expand=True)
         gen = ttk.Frame(left, padding=(0, 8))
         gen.pack(fill="x")
-        self.generate_button = ttk.Button(gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton", command=self.generate)
+        self.generate_button = ttk.Button(
+            gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton", command=self.generate
+        )
         self.generate_button.pack(side="left")
         self.cancel_button = ttk.Button(gen, text="Cancel", command=self.cancel)
         self.cancel_button.pack(side="left", padx=6)
@@ -200,13 +218,23 @@ class StudioApp(ResultActions, PresetActions):
         ttk.Button(transport, text="\u25a0 Stop", command=self.stop_playback).pack(side="left", padx=4)
         ttk.Label(transport, textvariable=self.position).pack(side="left", padx=8)
         self.stream_var = tk.BooleanVar(self.root, value=self.settings.streaming)
-        ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream_var).pack(side="left", padx=8)
+        ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream_var).pack(
+            side="left", padx=8
+        )
         ttk.Button(transport, text="Save WAV\u2026", command=self.save_wav_dialog).pack(side="right")
-        self.history_panel = HistoryPanel(left, on_select=self.show_history, on_regenerate=self.regenerate, on_preset=self.history_to_preset)
+        self.history_panel = HistoryPanel(
+            left, on_select=self.show_history, on_regenerate=self.regenerate, on_preset=self.history_to_preset
+        )
         self.history_panel.pack(fill="both", expand=True, pady=(8, 0))
 
-        self.voice_panel = VoicePanel(right, self.library, self.dialog, on_play=self.play_reference, on_record=self.open_recorder,
-                                      on_added=self.prepare_voice)
+        self.voice_panel = VoicePanel(
+            right,
+            self.library,
+            self.dialog,
+            on_play=self.play_reference,
+            on_record=self.open_recorder,
+            on_added=self.prepare_voice,
+        )
         self.voice_panel.pack(fill="x")
         self.emotion_panel = EmotionPanel(right, pick_clip=self._pick_emotion_clip)
         self.emotion_panel.pack(fill="x", pady=(8, 0))
@@ -216,7 +244,9 @@ class StudioApp(ResultActions, PresetActions):
         presets.pack(fill="x", pady=(8, 0))
         self.preset_box = ttk.Combobox(presets, textvariable=self.preset_name, width=22)
         self.preset_box.pack(side="left", fill="x", expand=True)
-        ttk.Button(presets, text="Load", command=lambda: self.load_preset(self.preset_name.get())).pack(side="left", padx=4)
+        ttk.Button(presets, text="Load", command=lambda: self.load_preset(self.preset_name.get())).pack(
+            side="left", padx=4
+        )
         ttk.Button(presets, text="Save\u2026", command=self.save_preset_dialog).pack(side="left")
         ttk.Button(presets, text="Delete", command=self.delete_preset).pack(side="left", padx=4)
         self.refresh_presets()
@@ -344,8 +374,15 @@ class StudioApp(ResultActions, PresetActions):
                 check_clip(emotion.audio or "")
             except VoiceError as exc:
                 raise UserError(f"The emotion clip cannot be used. {exc}") from None
-        return Request(text=text, voice=voice, voice_label=self.voice_panel.voice_label.get(), emotion=emotion,
-                       emotion_state=self.emotion_panel.get_state(), settings=settings, stream=bool(self.stream_var.get()))
+        return Request(
+            text=text,
+            voice=voice,
+            voice_label=self.voice_panel.voice_label.get(),
+            emotion=emotion,
+            emotion_state=self.emotion_panel.get_state(),
+            settings=settings,
+            stream=bool(self.stream_var.get()),
+        )
 
     def generate(self) -> Job | None:
         if self.job is not None or self.load_job is not None:
@@ -386,7 +423,9 @@ class StudioApp(ResultActions, PresetActions):
         self.progress.set(0)
         self.stage.set("Starting\u2026")
         self.status.set("Generating\u2026")
-        self.job = self.worker.start("synthesis", work, lambda r: self._job_done(request, r), self._job_failed, self._job_message)
+        self.job = self.worker.start(
+            "synthesis", work, lambda r: self._job_done(request, r), self._job_failed, self._job_message
+        )
         self.refresh_buttons()
         self._tick_timing()
         self.save_state()
@@ -413,7 +452,9 @@ class StudioApp(ResultActions, PresetActions):
                 self._stream_started = True
                 self._poll_cursor()
             else:
-                player.append(np.concatenate([self._stream_gap, seg.audio]), SAMPLE_RATE, last=seg.index + 1 >= seg.count)
+                player.append(
+                    np.concatenate([self._stream_gap, seg.audio]), SAMPLE_RATE, last=seg.index + 1 >= seg.count
+                )
         except AudioUnavailable as exc:
             self.stream_var.set(False)
             self.status.set(str(exc))
@@ -440,13 +481,23 @@ class StudioApp(ResultActions, PresetActions):
         self.refresh_buttons()
         entry = HistoryEntry(request=request, result=result)
         self.history.append(entry)
-        self.history_panel.add(len(self.history) - 1, time.strftime("%H:%M:%S"), request.text, request.voice_label, result.duration, request.settings.seed)
+        self.history_panel.add(
+            len(self.history) - 1,
+            time.strftime("%H:%M:%S"),
+            request.text,
+            request.voice_label,
+            result.duration,
+            request.settings.seed,
+        )
         self.show_entry(entry)
         took = time.monotonic() - self.job_started
         self.progress.set(100)
         self.stage.set("Done")
         self.timing.set(f"took {took:.1f} s")
-        self.status.set(f"Generated {result.duration:.1f} s of audio in {took:.1f} s." + (" " + " ".join(result.warnings) if result.warnings else ""))
+        self.status.set(
+            f"Generated {result.duration:.1f} s of audio in {took:.1f} s."
+            + (" " + " ".join(result.warnings) if result.warnings else "")
+        )
         if self._stream_started and self.player is not None:
             self.player.close_stream_input()
 
@@ -469,7 +520,11 @@ class StudioApp(ResultActions, PresetActions):
         return SettingsDialog(self.root, self.settings, self.dialog, self.apply_settings)
 
     def apply_settings(self, new: AppSettings) -> None:
-        reload = (new.model_dir, new.device, new.fp16) != (self.settings.model_dir, self.settings.device, self.settings.fp16)
+        reload = (new.model_dir, new.device, new.fp16) != (
+            self.settings.model_dir,
+            self.settings.device,
+            self.settings.fp16,
+        )
         if new.output_device != self.settings.output_device and self.player is not None:
             self.player.stop()
             self.player = None
@@ -484,8 +539,15 @@ class StudioApp(ResultActions, PresetActions):
         return LogWindow(self.root, self.log_path)
 
     def open_recorder(self) -> RecordDialog:
-        return RecordDialog(self.root, self.library, self.dialog, on_saved=self._voice_recorded, input_device=self.settings.input_device,
-                            output_device=self.settings.output_device, countdown=self.settings.countdown)
+        return RecordDialog(
+            self.root,
+            self.library,
+            self.dialog,
+            on_saved=self._voice_recorded,
+            input_device=self.settings.input_device,
+            output_device=self.settings.output_device,
+            countdown=self.settings.countdown,
+        )
 
     def _voice_recorded(self, voice) -> None:
         self.voice_panel.refresh()
@@ -495,7 +557,9 @@ class StudioApp(ResultActions, PresetActions):
 
     def prepare_voice(self, voice) -> Job | None:
         """Compute (and let the engine cache) a new library voice's conditioning now, not at the first Generate."""
-        prepare = getattr(self.engine, "prepare_voice", None)  # optional: the real engine has it, the API does not require it
+        prepare = getattr(
+            self.engine, "prepare_voice", None
+        )  # optional: the real engine has it, the API does not require it
         if prepare is None or not self.engine.loaded:
             return None
 
@@ -508,7 +572,9 @@ class StudioApp(ResultActions, PresetActions):
         return self.worker.start("prepare-voice", lambda job, post: prepare(voice.clip), done, failed)
 
     def _pick_emotion_clip(self) -> str | None:
-        path = self.dialog("open_file", parent=self.root, title="Choose an emotion clip", filetypes=dialogs_mod.AUDIO_FILETYPES)
+        path = self.dialog(
+            "open_file", parent=self.root, title="Choose an emotion clip", filetypes=dialogs_mod.AUDIO_FILETYPES
+        )
         if not path:
             return None
         try:
@@ -523,9 +589,13 @@ class StudioApp(ResultActions, PresetActions):
             self.device_report = report
             self.device_note.set(report.summary)
             if show:
-                self.dialog("info", parent=self.root, title="Device check", message=report.summary, details=report.details)
+                self.dialog(
+                    "info", parent=self.root, title="Device check", message=report.summary, details=report.details
+                )
 
-        return self.worker.start("device-check", lambda job, post: check_device(), done, lambda exc: self.error("Device check", exc))
+        return self.worker.start(
+            "device-check", lambda job, post: check_device(), done, lambda exc: self.error("Device check", exc)
+        )
 
     def close(self) -> None:
         self.save_state()
@@ -550,7 +620,9 @@ def _dpi_aware() -> None:
             pass
 
 
-def make_engine(engine: EngineProtocol | None, standin: bool, dirs: AppDirs) -> tuple[EngineProtocol, Callable[[str | None], Path] | None]:
+def make_engine(
+    engine: EngineProtocol | None, standin: bool, dirs: AppDirs
+) -> tuple[EngineProtocol, Callable[[str | None], Path] | None]:
     """The engine to use, and how to find its model folder (None for the stand-in, which needs none)."""
     if engine is not None:
         return engine, None
@@ -562,15 +634,24 @@ def make_engine(engine: EngineProtocol | None, standin: bool, dirs: AppDirs) -> 
         from core.engine import Engine  # the real engine (issue 6)
         from core.models import locate_model_dir
     except ImportError as exc:
-        raise UserError("The IndexTTS-2 engine is missing from this installation (core.engine could not be imported). "
-                        "Reinstall the app, or start it with --standin to try the interface.", details=repr(exc)) from exc
+        raise UserError(
+            "The IndexTTS-2 engine is missing from this installation (core.engine could not be imported). "
+            "Reinstall the app, or start it with --standin to try the interface.",
+            details=repr(exc),
+        ) from exc
     # The engine caches each voice's conditioning here, so a library voice is prepared only once.
     return Engine(cache_dir=dirs.cache / "voices"), lambda from_settings: locate_model_dir(None, from_settings)
 
 
-def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_dir: str | Path | None = None,
-        dialog: Callable[..., object] | None = None, dirs: AppDirs | None = None,
-        on_setup_models: Callable[[StudioApp], None] | None = None) -> int:
+def run(
+    engine: EngineProtocol | None = None,
+    *,
+    standin: bool = False,
+    model_dir: str | Path | None = None,
+    dialog: Callable[..., object] | None = None,
+    dirs: AppDirs | None = None,
+    on_setup_models: Callable[[StudioApp], None] | None = None,
+) -> int:
     """Open the studio and run until the window closes; 0 on a normal exit, 1 if it could not start."""
     _dpi_aware()
     try:
@@ -582,13 +663,22 @@ def run(engine: EngineProtocol | None = None, *, standin: bool = False, model_di
     try:
         setup_logging(dirs.log)
         eng, find_model_dir = make_engine(engine, standin, dirs)
-        StudioApp(root, eng, dirs=dirs, dialog=dialog, model_dir=model_dir, on_setup_models=on_setup_models,
-                  find_model_dir=find_model_dir)
+        StudioApp(
+            root,
+            eng,
+            dirs=dirs,
+            dialog=dialog,
+            model_dir=model_dir,
+            on_setup_models=on_setup_models,
+            find_model_dir=find_model_dir,
+        )
     except Exception as exc:
         log.exception("the app could not start")
         message, details = describe_error(exc)
         root.withdraw()
-        (dialog or dialogs_mod.ask)("error", parent=root, title=APP_TITLE, message=f"The app could not start. {message}", details=details)
+        (dialog or dialogs_mod.ask)(
+            "error", parent=root, title=APP_TITLE, message=f"The app could not start. {message}", details=details
+        )
         root.destroy()
         return 1
     root.mainloop()
@@ -604,8 +694,15 @@ def selftest(engine: EngineProtocol, dirs: AppDirs | None = None) -> int:
         return 1
     shown: list[tuple[str, dict]] = []
     try:
-        app = StudioApp(root, engine, dirs=dirs, dialog=lambda kind, **o: shown.append((kind, o)), autoload=False,
-                        check_device_on_start=False, persist=False)
+        app = StudioApp(
+            root,
+            engine,
+            dirs=dirs,
+            dialog=lambda kind, **o: shown.append((kind, o)),
+            autoload=False,
+            check_device_on_start=False,
+            persist=False,
+        )
         root.update()
         ok = root.winfo_ismapped() and app.generate_button.winfo_exists() and app.waveform.winfo_ismapped()
         errors = [o.get("message") for kind, o in shown if kind == "error"]

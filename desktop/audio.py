@@ -48,8 +48,14 @@ def list_devices() -> list[Device]:
     except sd.PortAudioError as exc:
         raise AudioUnavailable(f"Could not list the audio devices: {exc}.") from exc
     return [
-        Device(index=d["index"], name=d["name"], hostapi=apis[d["hostapi"]]["name"], samplerate=float(d["default_samplerate"]),
-               inputs=int(d["max_input_channels"]), outputs=int(d["max_output_channels"]))
+        Device(
+            index=d["index"],
+            name=d["name"],
+            hostapi=apis[d["hostapi"]]["name"],
+            samplerate=float(d["default_samplerate"]),
+            inputs=int(d["max_input_channels"]),
+            outputs=int(d["max_output_channels"]),
+        )
         for d in raw
     ]
 
@@ -73,5 +79,11 @@ def pick_device(kind: str, name: str = "") -> Device:
     if (info["max_input_channels"] if kind == "input" else info["max_output_channels"]) < 1:
         raise AudioUnavailable(f"No {word} found: the default device '{info['name']}' has no {kind} channels.")
     apis = sd.query_hostapis()
-    return Device(index=info["index"], name=info["name"], hostapi=apis[info["hostapi"]]["name"], samplerate=float(info["default_samplerate"]),
-                  inputs=int(info["max_input_channels"]), outputs=int(info["max_output_channels"]))
+    return Device(
+        index=info["index"],
+        name=info["name"],
+        hostapi=apis[info["hostapi"]]["name"],
+        samplerate=float(info["default_samplerate"]),
+        inputs=int(info["max_input_channels"]),
+        outputs=int(info["max_output_channels"]),
+    )

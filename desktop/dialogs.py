@@ -9,7 +9,8 @@ Kinds and their options / return values:
 * ``"error"``, ``"warning"``, ``"info"``: ``title``, ``message``, optional ``details`` -> ``None``
 * ``"yesno"``: ``title``, ``message`` -> ``bool``
 * ``"open_file"``: ``title``, ``filetypes``, ``initialdir`` -> path ``str`` or ``None``
-* ``"save_file"``: ``title``, ``filetypes``, ``initialdir``, ``initialfile``, ``defaultextension`` -> ``str`` or ``None``
+* ``"save_file"``: ``title``, ``filetypes``, ``initialdir``, ``initialfile``, ``defaultextension``
+  -> ``str`` or ``None``
   (the native dialog itself asks before overwriting an existing file)
 * ``"directory"``: ``title``, ``initialdir`` -> ``str`` or ``None``
 * ``"string"``: ``title``, ``prompt``, ``initialvalue`` -> ``str`` or ``None``
@@ -111,7 +112,9 @@ def tk_dialog(kind: str, *, parent: tk.Misc | None = None, **opts: Any) -> Any:
         return None
     if kind == "yesno":
         return messagebox.askyesno(title, opts.get("message", ""), parent=parent)
-    common = {k: v for k, v in opts.items() if k in ("title", "initialdir", "filetypes", "initialfile", "defaultextension")}
+    common = {
+        k: v for k, v in opts.items() if k in ("title", "initialdir", "filetypes", "initialfile", "defaultextension")
+    }
     if kind == "open_file":
         return filedialog.askopenfilename(parent=parent, **common) or None
     if kind == "save_file":
@@ -119,7 +122,9 @@ def tk_dialog(kind: str, *, parent: tk.Misc | None = None, **opts: Any) -> Any:
     if kind == "directory":
         return filedialog.askdirectory(parent=parent, title=title, initialdir=opts.get("initialdir")) or None
     if kind == "string":
-        return simpledialog.askstring(title, opts.get("prompt", ""), initialvalue=opts.get("initialvalue", ""), parent=parent)
+        return simpledialog.askstring(
+            title, opts.get("prompt", ""), initialvalue=opts.get("initialvalue", ""), parent=parent
+        )
     raise ValueError(f"unknown dialog kind {kind!r}")
 
 

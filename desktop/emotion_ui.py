@@ -29,7 +29,7 @@ def normalize_emo_vec(values: Sequence[float], apply_bias: bool = True) -> list[
     """Scale the 8 slider values as the WebUI does: optional bias per emotion, then cap the sum at 0.8."""
     vector = [float(v) for v in values]
     if apply_bias:
-        vector = [v * b for v, b in zip(vector, EMOTION_BIAS)]
+        vector = [v * b for v, b in zip(vector, EMOTION_BIAS, strict=True)]
     total = sum(vector)
     if total > EMOTION_SUM_CAP:
         vector = [v * EMOTION_SUM_CAP / total for v in vector]
@@ -39,7 +39,9 @@ def normalize_emo_vec(values: Sequence[float], apply_bias: bool = True) -> list[
 class EmotionPanel(ttk.LabelFrame):
     """Mode radio buttons; clip + strength; 8 sliders with the effective (capped) values; description; random."""
 
-    def __init__(self, parent: tk.Misc, pick_clip: Callable[[], str | None], on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, parent: tk.Misc, pick_clip: Callable[[], str | None], on_change: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(parent, text="Emotion", padding=8)
         self._pick_clip = pick_clip
         self._on_change = on_change or (lambda: None)
@@ -69,14 +71,20 @@ class EmotionPanel(ttk.LabelFrame):
         for i, name in enumerate(EMOTION_NAMES):
             row, col = divmod(i, 2)
             ttk.Label(self.vector_frame, text=name.capitalize(), width=11).grid(row=row, column=col * 3, sticky="w")
-            ttk.Scale(self.vector_frame, from_=0.0, to=1.0, variable=self.sliders[i], length=110).grid(row=row, column=col * 3 + 1, sticky="ew")
+            ttk.Scale(self.vector_frame, from_=0.0, to=1.0, variable=self.sliders[i], length=110).grid(
+                row=row, column=col * 3 + 1, sticky="ew"
+            )
             eff = ttk.Label(self.vector_frame, text="0.00", width=5)
             eff.grid(row=row, column=col * 3 + 2, sticky="w", padx=(2, 10))
             self.effective_labels.append(eff)
         self.vector_frame.columnconfigure(1, weight=1)
         self.vector_frame.columnconfigure(4, weight=1)
-        ttk.Label(self.vector_frame, textvariable=self.sum_text, foreground="#555").grid(row=4, column=0, columnspan=6, sticky="w", pady=(4, 0))
-        ttk.Button(self.vector_frame, text="Reset sliders", command=self.reset_sliders).grid(row=5, column=0, columnspan=2, sticky="w")
+        ttk.Label(self.vector_frame, textvariable=self.sum_text, foreground="#555").grid(
+            row=4, column=0, columnspan=6, sticky="w", pady=(4, 0)
+        )
+        ttk.Button(self.vector_frame, text="Reset sliders", command=self.reset_sliders).grid(
+            row=5, column=0, columnspan=2, sticky="w"
+        )
 
         self.text_frame = ttk.Frame(self)
         ttk.Label(self.text_frame, text="Description (empty = the text itself):").pack(anchor="w")
@@ -84,7 +92,9 @@ class EmotionPanel(ttk.LabelFrame):
 
         self.alpha_frame = ttk.Frame(self)
         ttk.Label(self.alpha_frame, text="Strength").pack(side="left")
-        ttk.Scale(self.alpha_frame, from_=0.0, to=1.0, variable=self.alpha).pack(side="left", fill="x", expand=True, padx=6)
+        ttk.Scale(self.alpha_frame, from_=0.0, to=1.0, variable=self.alpha).pack(
+            side="left", fill="x", expand=True, padx=6
+        )
         self.alpha_label = ttk.Label(self.alpha_frame, width=5)
         self.alpha_label.pack(side="left")
         self.random_check = ttk.Checkbutton(self, text="Random emotion sampling", variable=self.random)
@@ -117,7 +127,12 @@ class EmotionPanel(ttk.LabelFrame):
         for frame in (self.clip_frame, self.vector_frame, self.text_frame, self.alpha_frame):
             frame.pack_forget()
         self.random_check.pack_forget()
-        shown = {"speaker": (), "audio": (self.clip_frame, self.alpha_frame), "vector": (self.vector_frame, self.alpha_frame), "text": (self.text_frame, self.alpha_frame)}[mode]
+        shown = {
+            "speaker": (),
+            "audio": (self.clip_frame, self.alpha_frame),
+            "vector": (self.vector_frame, self.alpha_frame),
+            "text": (self.text_frame, self.alpha_frame),
+        }[mode]
         for frame in shown:
             frame.pack(fill="x", pady=(6, 0))
         if mode != "speaker":
@@ -125,12 +140,13 @@ class EmotionPanel(ttk.LabelFrame):
         self.alpha_label.configure(text=f"{self.alpha.get():.2f}")
         raw = self.raw_values()
         eff = normalize_emo_vec(raw)
-        for label, value in zip(self.effective_labels, eff):
+        for label, value in zip(self.effective_labels, eff, strict=True):
             label.configure(text=f"{value:.2f}")
-        biased = sum(v * b for v, b in zip(raw, EMOTION_BIAS))
+        biased = sum(v * b for v, b in zip(raw, EMOTION_BIAS, strict=True))
         capped = biased > EMOTION_SUM_CAP
         self.sum_text.set(
-            f"Sum after bias {biased:.2f} / cap {EMOTION_SUM_CAP:.1f}" + (" \u2192 scaled down to 0.80" if capped else "")
+            f"Sum after bias {biased:.2f} / cap {EMOTION_SUM_CAP:.1f}"
+            + (" \u2192 scaled down to 0.80" if capped else "")
         )
         self._on_change()
 
@@ -172,6 +188,6 @@ class EmotionPanel(ttk.LabelFrame):
         self.clip.set(str(state.get("clip", "") or ""))
         self.description.set(str(state.get("description", "")))
         self.random.set(bool(state.get("random", False)))
-        for var, value in zip(self.sliders, sliders):
+        for var, value in zip(self.sliders, sliders, strict=True):
             var.set(min(1.0, max(0.0, value)))
         self.mode.set(mode)

@@ -107,8 +107,14 @@ class Player:
                 raise sd.CallbackStop
 
         try:
-            self._stream = sd.OutputStream(device=self.device.index, samplerate=self._rate, channels=1, dtype="float32",
-                                           callback=callback, finished_callback=self.finished.set)
+            self._stream = sd.OutputStream(
+                device=self.device.index,
+                samplerate=self._rate,
+                channels=1,
+                dtype="float32",
+                callback=callback,
+                finished_callback=self.finished.set,
+            )
             self._stream.start()
         except sd.PortAudioError as exc:
             self._stream = None

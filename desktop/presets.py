@@ -85,7 +85,9 @@ class Preset:
     @classmethod
     def from_json(cls, data: Any, source: str) -> Preset:
         if not isinstance(data, dict) or data.get("format") != "indextts2-desktop-preset":
-            raise PresetError(f"{source} is not an IndexTTS2 Desktop preset (the 'format' field is missing or different).")
+            raise PresetError(
+                f"{source} is not an IndexTTS2 Desktop preset (the 'format' field is missing or different)."
+            )
         if not isinstance(data.get("name"), str) or not data["name"].strip():
             raise PresetError(f"{source} has no preset name.")
         for key in ("emotion", "settings"):
@@ -95,7 +97,12 @@ class Preset:
             GenerationSettings.from_dict(data.get("settings", {})).validate()
         except Exception as exc:  # TypeError for wrong types, EngineError for out-of-range values
             raise PresetError(f"{source} has invalid generation settings: {exc}") from exc
-        return cls(name=data["name"], voice=str(data.get("voice") or ""), emotion=data.get("emotion", {}), settings=data.get("settings", {}))
+        return cls(
+            name=data["name"],
+            voice=str(data.get("voice") or ""),
+            emotion=data.get("emotion", {}),
+            settings=data.get("settings", {}),
+        )
 
 
 class PresetStore:

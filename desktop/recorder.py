@@ -72,7 +72,9 @@ class Recorder:
             self.level = float(np.max(np.abs(block))) if frames else 0.0
 
         try:
-            self._stream = sd.InputStream(device=self.device.index, samplerate=rate, channels=1, dtype="float32", callback=callback)
+            self._stream = sd.InputStream(
+                device=self.device.index, samplerate=rate, channels=1, dtype="float32", callback=callback
+            )
             self._stream.start()
         except sd.PortAudioError as exc:
             self._stream = None
@@ -95,7 +97,9 @@ class Recorder:
         return audio, rate
 
 
-def trim_silence(audio: np.ndarray, sample_rate: int, threshold_db: float = -40.0, pad_seconds: float = 0.1) -> np.ndarray:
+def trim_silence(
+    audio: np.ndarray, sample_rate: int, threshold_db: float = -40.0, pad_seconds: float = 0.1
+) -> np.ndarray:
     """Cut leading/trailing parts quieter than ``threshold_db`` below the peak (20 ms windows), keep a pad."""
     if audio.size == 0:
         return audio
@@ -125,7 +129,9 @@ def take_warnings(audio: np.ndarray, sample_rate: int) -> list[str]:
         warnings.append("Very quiet: speak closer to the microphone or raise its input level.")
     clipped = float(np.mean(np.abs(audio) >= CLIP_LEVEL)) if audio.size else 0.0
     if clipped > 0.001:
-        warnings.append(f"Clipped ({clipped:.1%} of samples at full scale): lower the input level or move back a little.")
+        warnings.append(
+            f"Clipped ({clipped:.1%} of samples at full scale): lower the input level or move back a little."
+        )
     if seconds < MIN_SECONDS:
         warnings.append(f"Too short ({seconds:.1f} s): record at least {MIN_SECONDS:.0f} seconds of speech.")
     elif seconds > MAX_SECONDS:
@@ -141,4 +147,3 @@ def finish_take(audio: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_R
     if sample_rate != target_rate and audio.size:
         audio = soxr.resample(audio, sample_rate, target_rate, quality="HQ").astype(np.float32)
     return Take(audio=audio, sample_rate=target_rate, warnings=take_warnings(audio, target_rate))
-

@@ -37,7 +37,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;\u3002\uff01\uff1f\uff1b\u2026])\s*|\n+")
 _CLAUSE_END = re.compile(r"(?<=[,\uff0c\u3001:\uff1a])\s*")
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
 # Pitch multipliers per emotion (happy higher, sad lower ...), only to make the stand-in audibly react.
-_EMOTION_PITCH = dict(zip(EMOTION_NAMES, (1.25, 1.15, 0.85, 1.1, 0.95, 0.8, 1.3, 0.9)))
+_EMOTION_PITCH = dict(zip(EMOTION_NAMES, (1.25, 1.15, 0.85, 1.1, 0.95, 0.8, 1.3, 0.9), strict=True))
 
 
 def count_tokens(text: str) -> int:
@@ -56,9 +56,18 @@ class StandInEngine:
         self.calls: list[dict] = []  # what synthesize was asked, for tests and the log
 
     # --- loading ---------------------------------------------------------------------------------
-    def load(self, model_dir: str | Path | None = None, device: str = "auto", fp16: bool = False, on_progress: ProgressCallback | None = None) -> None:
+    def load(
+        self,
+        model_dir: str | Path | None = None,
+        device: str = "auto",
+        fp16: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         if model_dir is not None and not Path(model_dir).is_dir():
-            raise EngineError(f"Model folder not found: {model_dir}. Download the IndexTTS-2 models or choose the folder that holds them.")
+            raise EngineError(
+                f"Model folder not found: {model_dir}. "
+                "Download the IndexTTS-2 models or choose the folder that holds them."
+            )
         if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
             raise EngineError(f"Unknown device {device!r}; use auto, cpu or cuda.")
         stages = ("Reading config", "Loading GPT", "Loading semantic codec", "Loading vocoder")
@@ -113,7 +122,9 @@ class StandInEngine:
         try:
             info = sf.info(str(path))
         except Exception as exc:  # soundfile raises its own error type for unknown formats
-            raise EngineError(f"Could not read the voice clip {path.name}: it is not a supported audio file ({exc}).") from exc
+            raise EngineError(
+                f"Could not read the voice clip {path.name}: it is not a supported audio file ({exc})."
+            ) from exc
         if info.frames == 0:
             raise EngineError(f"The voice clip {path.name} is empty.")
         settings.validate()
@@ -162,7 +173,9 @@ class StandInEngine:
         emotion = emotion or Emotion()
         settings = settings or GenerationSettings()
         self._check(text, voice, emotion, settings)
-        self.calls.append({"text": text, "voice": str(voice), "emotion": emotion.to_dict(), "settings": settings.to_dict()})
+        self.calls.append(
+            {"text": text, "voice": str(voice), "emotion": emotion.to_dict(), "settings": settings.to_dict()}
+        )
         segments = self.split_text(text, settings.max_text_tokens_per_segment)
         rng = np.random.default_rng(settings.seed)
         report = on_progress or (lambda p: None)
@@ -172,7 +185,11 @@ class StandInEngine:
         for index, segment in enumerate(segments):
             for k, stage in enumerate(steps):
                 fraction = (index + k / len(steps)) / len(segments)
-                report(Progress(stage=stage, fraction=fraction, segment=index + 1, segments=len(segments), detail=segment[:40]))
+                report(
+                    Progress(
+                        stage=stage, fraction=fraction, segment=index + 1, segments=len(segments), detail=segment[:40]
+                    )
+                )
                 self._wait(self.step_seconds, cancel)
             audio = self._render(segment, Path(voice), emotion, rng)
             yield SegmentAudio(index=index, count=len(segments), audio=audio, text=segment)

@@ -22,8 +22,12 @@ class PresetActions:
 
     # --- presets and state ------------------------------------------------------------------------------------
     def snapshot(self) -> Preset:
-        return Preset(name="", voice=self.voice_panel.voice_path.get(), emotion=self.emotion_panel.get_state(),
-                      settings=self._settings_dict())
+        return Preset(
+            name="",
+            voice=self.voice_panel.voice_path.get(),
+            emotion=self.emotion_panel.get_state(),
+            settings=self._settings_dict(),
+        )
 
     def _settings_dict(self) -> dict:
         try:
@@ -44,13 +48,20 @@ class PresetActions:
             problems.append(f"its emotion settings are invalid ({exc})")
         self.advanced.set_settings(preset.settings)
         if problems:
-            self.dialog("warning", parent=self.root, title="Preset", message=f"Preset '{preset.name}' was loaded, but " + "; ".join(problems) + ".")
+            self.dialog(
+                "warning",
+                parent=self.root,
+                title="Preset",
+                message=f"Preset '{preset.name}' was loaded, but " + "; ".join(problems) + ".",
+            )
 
     def refresh_presets(self) -> None:
         self.preset_box.configure(values=self.presets.names())
 
     def save_preset_dialog(self, base: Preset | None = None) -> Path | None:
-        name = self.dialog("string", parent=self.root, title="Save preset", prompt="Preset name:", initialvalue=self.preset_name.get())
+        name = self.dialog(
+            "string", parent=self.root, title="Save preset", prompt="Preset name:", initialvalue=self.preset_name.get()
+        )
         if not name or not name.strip():
             return None
         preset = base or self.snapshot()
@@ -95,7 +106,9 @@ class PresetActions:
 
     def delete_preset(self) -> None:
         name = self.preset_name.get()
-        if name and self.dialog("yesno", parent=self.root, title="Delete preset", message=f"Delete the preset '{name}'?"):
+        if name and self.dialog(
+            "yesno", parent=self.root, title="Delete preset", message=f"Delete the preset '{name}'?"
+        ):
             self.presets.delete(name)
             self.preset_name.set("")
             self.refresh_presets()
@@ -113,13 +126,22 @@ class PresetActions:
 
     def history_to_preset(self, index: int) -> Path | None:
         request = self.history[index].request
-        return self.save_preset_dialog(Preset(name="", voice=request.voice, emotion=dict(request.emotion_state), settings=request.settings.to_dict()))
+        return self.save_preset_dialog(
+            Preset(
+                name="", voice=request.voice, emotion=dict(request.emotion_state), settings=request.settings.to_dict()
+            )
+        )
 
     def save_state(self) -> None:
         if not self.persist:
             return
-        state = {"text": self.text_panel.get_text(), **asdict(self.snapshot()), "advanced_open": bool(self.advanced.open.get()),
-                 "preset": self.preset_name.get(), "streaming": bool(self.stream_var.get())}
+        state = {
+            "text": self.text_panel.get_text(),
+            **asdict(self.snapshot()),
+            "advanced_open": bool(self.advanced.open.get()),
+            "preset": self.preset_name.get(),
+            "streaming": bool(self.stream_var.get()),
+        }
         state.pop("name", None)
         try:
             self.files.save_state(state)

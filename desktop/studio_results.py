@@ -165,8 +165,15 @@ class ResultActions:
             return None
         folder = self.output_dir()
         name = default_wav_name(self.current.request.text, self.current.created)
-        chosen = self.dialog("save_file", parent=self.root, title="Save as WAV", initialdir=str(folder), initialfile=name,
-                             defaultextension=".wav", filetypes=[("WAV audio", "*.wav")])
+        chosen = self.dialog(
+            "save_file",
+            parent=self.root,
+            title="Save as WAV",
+            initialdir=str(folder),
+            initialfile=name,
+            defaultextension=".wav",
+            filetypes=[("WAV audio", "*.wav")],
+        )
         return self.save_wav(Path(chosen)) if chosen else None
 
     def quick_save(self) -> Path | None:

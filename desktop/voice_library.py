@@ -50,7 +50,9 @@ def check_clip(path: str | Path) -> sf._SoundFileInfo:
     try:
         info = sf.info(str(p))
     except Exception as exc:  # soundfile.LibsndfileError / RuntimeError for unknown formats
-        raise VoiceError(f"Could not read {p.name}: it is not a supported audio file (WAV, FLAC, OGG, MP3). {exc}") from exc
+        raise VoiceError(
+            f"Could not read {p.name}: it is not a supported audio file (WAV, FLAC, OGG, MP3). {exc}"
+        ) from exc
     if info.frames <= 0 or info.samplerate <= 0:
         raise VoiceError(f"The clip {p.name} contains no audio.")
     return info
@@ -67,7 +69,15 @@ class VoiceLibrary:
         for meta in self.folder.glob("*/voice.json"):
             try:
                 data = read_json(meta)
-                voices.append(Voice(id=meta.parent.name, name=str(data["name"]), clip=meta.parent / "reference.wav", created=float(data.get("created", 0)), source=str(data.get("source", ""))))
+                voices.append(
+                    Voice(
+                        id=meta.parent.name,
+                        name=str(data["name"]),
+                        clip=meta.parent / "reference.wav",
+                        created=float(data.get("created", 0)),
+                        source=str(data.get("source", "")),
+                    )
+                )
             except (PresetError, KeyError, TypeError, ValueError) as exc:
                 log.warning("skipping voice %s: %s", meta.parent, exc)
         return sorted(voices, key=lambda v: (v.name.lower(), v.created))

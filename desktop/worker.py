@@ -118,4 +118,3 @@ class Worker:
             except tk.TclError:
                 pass
             self._after_id = None
-

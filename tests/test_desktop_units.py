@@ -39,7 +39,9 @@ def test_normalize_emo_vec_matches_the_webui_rule():
     assert out == pytest.approx([b * 0.8 / 6.9375 for b in EMOTION_BIAS])
     assert sum(out) == pytest.approx(0.8)
     # without the bias only the cap applies
-    assert normalize_emo_vec([0.5, 0.5, 0, 0, 0, 0, 0, 0], apply_bias=False) == pytest.approx([0.4, 0.4, 0, 0, 0, 0, 0, 0])
+    assert normalize_emo_vec([0.5, 0.5, 0, 0, 0, 0, 0, 0], apply_bias=False) == pytest.approx(
+        [0.4, 0.4, 0, 0, 0, 0, 0, 0]
+    )
     assert normalize_emo_vec([0.3, 0, 0, 0, 0, 0, 0, 0], apply_bias=False) == [0.3, 0, 0, 0, 0, 0, 0, 0]
     assert normalize_emo_vec([0.0] * 8) == [0.0] * 8
 
@@ -138,8 +140,12 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 
 def test_preset_store_round_trip_and_invalid_files(tmp_path):
     store = PresetStore(tmp_path / "presets")
-    preset = Preset(name="Calm narrator", voice="/v.wav", emotion={"mode": "vector", "sliders": [0.1] * 8},
-                    settings=GenerationSettings(seed=3).to_dict())
+    preset = Preset(
+        name="Calm narrator",
+        voice="/v.wav",
+        emotion={"mode": "vector", "sliders": [0.1] * 8},
+        settings=GenerationSettings(seed=3).to_dict(),
+    )
     path = store.save(preset)
     assert path.name == "calm-narrator.json"
     assert store.load("Calm narrator") == preset and store.names() == ["Calm narrator"]
@@ -244,8 +250,13 @@ def test_worker_delivers_on_the_tk_thread(display):
                 post("step", i)
             return threading.current_thread().name
 
-        worker.start("t", job_fn, on_done=lambda r: seen.append(("done", r, threading.current_thread().name)),
-                     on_error=seen.append, on_message=lambda k, p: seen.append((k, p, threading.current_thread().name)))
+        worker.start(
+            "t",
+            job_fn,
+            on_done=lambda r: seen.append(("done", r, threading.current_thread().name)),
+            on_error=seen.append,
+            on_message=lambda k, p: seen.append((k, p, threading.current_thread().name)),
+        )
         wait_until(root, lambda: not worker.busy)
         main = threading.main_thread().name
         assert seen == [("step", 0, main), ("step", 1, main), ("step", 2, main), ("done", "job-t", main)]

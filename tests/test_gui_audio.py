@@ -29,7 +29,9 @@ def test_record_dialog_records_the_monitor_and_saves_a_voice(studio):
     app, root = studio.app, studio.root
     app.settings.countdown = 1
     dialog = app.open_recorder()
-    assert dialog.state.get() == "idle" and "System default" in dialog.device_box.cget("values"), studio.dialogs.messages()
+    assert dialog.state.get() == "idle" and "System default" in dialog.device_box.cget("values"), (
+        studio.dialogs.messages()
+    )
     speaker = Player()
     speaker.load(tone(6.0, 440.0), 22050)
     speaker.play()

@@ -124,7 +124,9 @@ def test_invalid_preset_files(studio):
 
     dialogs.clear()
     bad_values = studio.home / "bad-values.json"
-    bad_values.write_text(json.dumps({"format": "indextts2-desktop-preset", "name": "x", "settings": {"top_p": 7}}), encoding="utf-8")
+    bad_values.write_text(
+        json.dumps({"format": "indextts2-desktop-preset", "name": "x", "settings": {"top_p": 7}}), encoding="utf-8"
+    )
     dialogs.answer("open_file", str(bad_values))
     assert app.import_preset() is False
     assert "invalid generation settings" in dialogs.messages()[0] and "top_p" in dialogs.messages()[0]

@@ -44,8 +44,11 @@ def ensure_display() -> str:
     for n in range(99, 160):
         if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
             continue
-        proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x900x24", "-dpi", "96", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["Xvfb", f":{n}", "-screen", "0", "1280x900x24", "-dpi", "96", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(200):
             if Path(f"/tmp/.X11-unix/X{n}").exists():
                 _STARTED["xvfb"] = proc
@@ -69,15 +72,27 @@ def ensure_audio_server() -> None:
     """PulseAudio with a null sink 'virt_out'; PortAudio reaches it through ALSA's pulse plugin."""
     if _pactl_ok(dict(os.environ)):
         return
-    assert shutil.which("pulseaudio"), "pulseaudio is not installed (Debian: pulseaudio pulseaudio-utils libasound2-plugins)"
+    assert shutil.which("pulseaudio"), (
+        "pulseaudio is not installed (Debian: pulseaudio pulseaudio-utils libasound2-plugins)"
+    )
     runtime = Path(f"/tmp/indextts2-test-pulse-{os.getpid()}")
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     env = dict(os.environ)
     subprocess.run(
-        ["pulseaudio", "--daemonize", "--exit-idle-time=-1", "-n", "--load=module-null-sink sink_name=virt_out",
-         "--load=module-native-protocol-unix", f"--log-target=file:{runtime}/pulse.log"],
-        env=env, check=True, capture_output=True, timeout=20,
+        [
+            "pulseaudio",
+            "--daemonize",
+            "--exit-idle-time=-1",
+            "-n",
+            "--load=module-null-sink sink_name=virt_out",
+            "--load=module-native-protocol-unix",
+            f"--log-target=file:{runtime}/pulse.log",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=20,
     )
     for _ in range(100):
         if _pactl_ok(env):
@@ -169,8 +184,14 @@ def make_studio(home: Path, engine=None, **kwargs) -> Studio:
     dialogs = FakeDialogs()
     root = tk.Tk()
     root.geometry("1240x860+0+0")
-    app = StudioApp(root, engine or StandInEngine(step_seconds=0.02), dirs=AppDirs.under(home), dialog=dialogs,
-                    check_device_on_start=False, **kwargs)
+    app = StudioApp(
+        root,
+        engine or StandInEngine(step_seconds=0.02),
+        dirs=AppDirs.under(home),
+        dialog=dialogs,
+        check_device_on_start=False,
+        **kwargs,
+    )
     if kwargs.get("autoload", True) and not app.first_run_visible:
         wait_until(root, lambda: app.load_job is None)
     voice = home / "voice.wav"

@@ -40,7 +40,7 @@ def test_generate_save_full_flow(studio):
 
     app.emotion_panel.mode_buttons["vector"].invoke()
     raw = [0.9, 0.0, 0.5, 0.0, 0.0, 0.0, 0.6, 0.0]
-    for var, value in zip(app.emotion_panel.sliders, raw):
+    for var, value in zip(app.emotion_panel.sliders, raw, strict=True):
         var.set(value)
     root.update()
     expected = normalize_emo_vec(raw)
@@ -66,7 +66,11 @@ def test_generate_save_full_flow(studio):
     dialogs.answer("save_file", str(target))
     assert app.save_wav_dialog() == target
     kind, opts = dialogs.calls[-1]
-    assert kind == "save_file" and opts["initialfile"].startswith("hi-there-bye-now_") and opts["initialfile"].endswith(".wav")
+    assert (
+        kind == "save_file"
+        and opts["initialfile"].startswith("hi-there-bye-now_")
+        and opts["initialfile"].endswith(".wav")
+    )
     audio, rate = sf.read(str(target), dtype="int16")
     assert rate == 22050
     assert np.array_equal(audio, app.history[0].result.audio)
@@ -144,7 +148,7 @@ def test_keyboard_shortcut_generates_and_escape_cancels(display, audio_server, t
 
 
 def test_preset_save_and_load_restores_widgets(studio):
-    app, root, dialogs = studio.app, studio.root, studio.dialogs
+    app, dialogs = studio.app, studio.dialogs
     app.voice_panel.set_clip(studio.voice)
     app.emotion_panel.mode.set("vector")
     app.emotion_panel.sliders[1].set(0.7)
@@ -231,7 +235,13 @@ def test_advanced_settings_reset_and_passed_to_engine(studio):
     assert app.advanced.body.winfo_manager() == ""  # collapsed
     app.advanced.toggle.invoke()
     assert app.advanced.body.winfo_manager() == "pack"
-    for key, value in (("temperature", "1.1"), ("top_k", "5"), ("num_beams", "1"), ("max_text_tokens_per_segment", "3"), ("seed", "5")):
+    for key, value in (
+        ("temperature", "1.1"),
+        ("top_k", "5"),
+        ("num_beams", "1"),
+        ("max_text_tokens_per_segment", "3"),
+        ("seed", "5"),
+    ):
         app.advanced.vars[key].set(value)
     app.text_panel.set_text("one two three four five six seven.")
     app.voice_panel.set_clip(studio.voice)
@@ -349,7 +359,9 @@ def test_emotion_modes_reach_the_engine(studio):
     app.text_panel.set_text("Feel it.")
     app.voice_panel.set_clip(studio.voice)
     app.emotion_panel.mode_buttons["audio"].invoke()
-    assert app.emotion_panel.clip_frame.winfo_manager() == "pack" and app.emotion_panel.vector_frame.winfo_manager() == ""
+    assert (
+        app.emotion_panel.clip_frame.winfo_manager() == "pack" and app.emotion_panel.vector_frame.winfo_manager() == ""
+    )
     studio.dialogs.answer("open_file", str(studio.voice))
     app.emotion_panel._browse()
     app.emotion_panel.alpha.set(0.3)

@@ -32,8 +32,11 @@ def start_xvfb(size: str = "1280x900x24") -> tuple[subprocess.Popen, str]:
         raise SystemExit("Xvfb is not installed (Debian: apt-get install xvfb x11-apps).")
     for n in range(90, 140):
         if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", size, "-dpi", "96", "-nolisten", "tcp"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                ["Xvfb", f":{n}", "-screen", "0", size, "-dpi", "96", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for _ in range(100):
                 if Path(f"/tmp/.X11-unix/X{n}").exists():
                     return proc, f":{n}"
@@ -51,7 +54,9 @@ def read_xwd(data: bytes) -> np.ndarray:
     if fmt != 2 or bpp != 32:
         raise ValueError(f"unsupported XWD (format {fmt}, {bpp} bits per pixel)")
     start = header_size + ncolors * 12
-    raw = np.frombuffer(data, dtype="<u4" if byte_order == 0 else ">u4", count=height * bytes_per_line // 4, offset=start)
+    raw = np.frombuffer(
+        data, dtype="<u4" if byte_order == 0 else ">u4", count=height * bytes_per_line // 4, offset=start
+    )
     pixels = raw.reshape(height, bytes_per_line // 4)[:, :width]
 
     def channel(mask: int) -> np.ndarray:
@@ -77,7 +82,9 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 def grab(widget, path: Path) -> None:
     """Screenshot of one toplevel window (the screen cropped to its rectangle)."""
     widget.update()
-    dump = subprocess.run(["xwd", "-root", "-silent", "-display", os.environ["DISPLAY"]], check=True, capture_output=True).stdout
+    dump = subprocess.run(
+        ["xwd", "-root", "-silent", "-display", os.environ["DISPLAY"]], check=True, capture_output=True
+    ).stdout
     screen = read_xwd(dump)
     x, y = widget.winfo_rootx(), widget.winfo_rooty()
     w, h = widget.winfo_width(), widget.winfo_height()
@@ -122,7 +129,13 @@ def take_screenshots(out: Path) -> None:
         shown: list = []
         root = tk.Tk()
         root.geometry("1240x860+0+0")
-        app = StudioApp(root, StandInEngine(), dirs=dirs, dialog=lambda kind, **o: shown.append((kind, o)), check_device_on_start=False)
+        app = StudioApp(
+            root,
+            StandInEngine(),
+            dirs=dirs,
+            dialog=lambda kind, **o: shown.append((kind, o)),
+            check_device_on_start=False,
+        )
         for name in ("Narrator", "Grandpa (recorded)", "Podcast host"):
             app.library.add_file(name, clip)
         app.voice_panel.refresh()

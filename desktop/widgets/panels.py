@@ -75,8 +75,15 @@ class TextPanel(ttk.LabelFrame):
 class VoicePanel(ttk.LabelFrame):
     """Reference clip (file, drag and drop, library, recording) and the library list."""
 
-    def __init__(self, parent: tk.Misc, library: VoiceLibrary, dialog: Dialog, on_play: Callable[[Path], None],
-                 on_record: Callable[[], None], on_added: Callable[[Voice], object] | None = None) -> None:
+    def __init__(
+        self,
+        parent: tk.Misc,
+        library: VoiceLibrary,
+        dialog: Dialog,
+        on_play: Callable[[Path], None],
+        on_record: Callable[[], None],
+        on_added: Callable[[Voice], object] | None = None,
+    ) -> None:
         super().__init__(parent, text="Voice", padding=8)
         self.on_added = on_added or (lambda voice: None)
         self.library = library
@@ -169,7 +176,9 @@ class VoicePanel(ttk.LabelFrame):
         if not path:
             self._error("Choose a voice clip first, then add it to the library.")
             return None
-        name = self.dialog("string", parent=self, title="Add voice", prompt="Name for this voice:", initialvalue=Path(path).stem)
+        name = self.dialog(
+            "string", parent=self, title="Add voice", prompt="Name for this voice:", initialvalue=Path(path).stem
+        )
         if not name:
             return None
         try:
@@ -198,7 +207,9 @@ class VoicePanel(ttk.LabelFrame):
         if voice is None:
             self._error("Select a voice in the library first.")
             return
-        if not self.dialog("yesno", parent=self, title="Delete voice", message=f"Delete the voice '{voice.name}' and its clip?"):
+        if not self.dialog(
+            "yesno", parent=self, title="Delete voice", message=f"Delete the voice '{voice.name}' and its clip?"
+        ):
             return
         if self.voice_path.get() == str(voice.clip):
             self.voice_path.set("")
@@ -237,7 +248,9 @@ class AdvancedPanel(ttk.Frame):
     def __init__(self, parent: tk.Misc, on_change: Callable[[], None] | None = None) -> None:
         super().__init__(parent)
         self.open = tk.BooleanVar(self, value=False)
-        self.toggle = ttk.Checkbutton(self, text="\u25b8 Advanced settings", variable=self.open, style="Toolbutton", command=self._show)
+        self.toggle = ttk.Checkbutton(
+            self, text="\u25b8 Advanced settings", variable=self.open, style="Toolbutton", command=self._show
+        )
         self.toggle.pack(anchor="w")
         self.body = ttk.Frame(self, padding=(8, 4))
         self.vars: dict[str, tk.StringVar] = {}
@@ -249,8 +262,12 @@ class AdvancedPanel(ttk.Frame):
             self.vars[key] = var
             if on_change:
                 var.trace_add("write", lambda *a: on_change())
-        ttk.Checkbutton(self.body, text="Sampling (off = greedy)", variable=self.do_sample).grid(row=len(ADVANCED), column=0, columnspan=2, sticky="w")
-        ttk.Button(self.body, text="Reset to defaults", command=self.reset).grid(row=len(ADVANCED) + 1, column=0, sticky="w", pady=(4, 0))
+        ttk.Checkbutton(self.body, text="Sampling (off = greedy)", variable=self.do_sample).grid(
+            row=len(ADVANCED), column=0, columnspan=2, sticky="w"
+        )
+        ttk.Button(self.body, text="Reset to defaults", command=self.reset).grid(
+            row=len(ADVANCED) + 1, column=0, sticky="w", pady=(4, 0)
+        )
         self._extra: dict = {}
         self.reset()
 
@@ -288,8 +305,13 @@ class AdvancedPanel(ttk.Frame):
             try:
                 values[key] = _parse(raw, kind)
             except ValueError:
-                raise UserError(f"Advanced settings: '{label}' must be {'a whole number' if kind is int else 'a number'} (got '{raw}').") from None
-        settings = GenerationSettings(**{f.name: values[f.name] for f in fields(GenerationSettings) if f.name in values})
+                raise UserError(
+                    f"Advanced settings: '{label}' must be {'a whole number' if kind is int else 'a number'} "
+                    f"(got '{raw}')."
+                ) from None
+        settings = GenerationSettings(
+            **{f.name: values[f.name] for f in fields(GenerationSettings) if f.name in values}
+        )
         try:
             settings.validate()
         except Exception as exc:
@@ -299,22 +321,53 @@ class AdvancedPanel(ttk.Frame):
 
 # --- history --------------------------------------------------------------------------------------------------
 class HistoryPanel(ttk.LabelFrame):
-    def __init__(self, parent: tk.Misc, on_select: Callable[[int], None], on_regenerate: Callable[[int], None], on_preset: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        parent: tk.Misc,
+        on_select: Callable[[int], None],
+        on_regenerate: Callable[[int], None],
+        on_preset: Callable[[int], None],
+    ) -> None:
         super().__init__(parent, text="History", padding=6)
-        self.tree = ttk.Treeview(self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=4, selectmode="browse")
-        for col, label, width in (("time", "Time", 70), ("text", "Text", 260), ("voice", "Voice", 120), ("length", "Length", 60), ("seed", "Seed", 90)):
+        self.tree = ttk.Treeview(
+            self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=4, selectmode="browse"
+        )
+        for col, label, width in (
+            ("time", "Time", 70),
+            ("text", "Text", 260),
+            ("voice", "Voice", 120),
+            ("length", "Length", 60),
+            ("seed", "Seed", 90),
+        ):
             self.tree.heading(col, text=label)
             self.tree.column(col, width=width, stretch=col == "text")
         self.tree.pack(fill="both", expand=True)
         self.tree.bind("<<TreeviewSelect>>", lambda e: self.selected() is not None and on_select(self.selected()))
         buttons = ttk.Frame(self)
         buttons.pack(fill="x", pady=(4, 0))
-        ttk.Button(buttons, text="Regenerate", command=lambda: self.selected() is not None and on_regenerate(self.selected())).pack(side="left")
-        ttk.Button(buttons, text="Save as preset\u2026", command=lambda: self.selected() is not None and on_preset(self.selected())).pack(side="left", padx=4)
+        ttk.Button(
+            buttons, text="Regenerate", command=lambda: self.selected() is not None and on_regenerate(self.selected())
+        ).pack(side="left")
+        ttk.Button(
+            buttons,
+            text="Save as preset\u2026",
+            command=lambda: self.selected() is not None and on_preset(self.selected()),
+        ).pack(side="left", padx=4)
 
     def add(self, index: int, time_text: str, text: str, voice: str, seconds: float, seed: int | None) -> None:
         short = text.replace("\n", " ")
-        self.tree.insert("", 0, iid=str(index), values=(time_text, short[:80] + ("\u2026" if len(short) > 80 else ""), voice, f"{seconds:.1f} s", "" if seed is None else seed))
+        self.tree.insert(
+            "",
+            0,
+            iid=str(index),
+            values=(
+                time_text,
+                short[:80] + ("\u2026" if len(short) > 80 else ""),
+                voice,
+                f"{seconds:.1f} s",
+                "" if seed is None else seed,
+            ),
+        )
         self.tree.selection_set(str(index))
 
     def selected(self) -> int | None:
@@ -326,7 +379,9 @@ class HistoryPanel(ttk.LabelFrame):
 class FirstRunScreen(ttk.Frame):
     """Shown instead of the studio when the models cannot be loaded: what is missing and what to do."""
 
-    def __init__(self, parent: tk.Misc, on_setup: Callable[[], None], on_choose: Callable[[], None], on_retry: Callable[[], None]) -> None:
+    def __init__(
+        self, parent: tk.Misc, on_setup: Callable[[], None], on_choose: Callable[[], None], on_retry: Callable[[], None]
+    ) -> None:
         super().__init__(parent, padding=40)
         ttk.Label(self, text="The voice models are not set up yet", font=("TkDefaultFont", 16, "bold")).pack(anchor="w")
         self.message = tk.StringVar(self, value="")
@@ -341,7 +396,8 @@ class FirstRunScreen(ttk.Frame):
     def show_problem(self, model_dir: Path | None, problem: str) -> None:
         where = f"Model folder: {model_dir}" if model_dir else "No model folder is configured."
         self.message.set(
-            "IndexTTS2 Desktop needs the IndexTTS-2 model files (about 6 GB: gpt.pth, s2mel.pth, bpe.model, config.yaml "
+            "IndexTTS2 Desktop needs the IndexTTS-2 model files "
+            "(about 6 GB: gpt.pth, s2mel.pth, bpe.model, config.yaml "
             "and the helper models) on this computer.\n\n"
             f"{where}\nProblem: {problem}\n\n"
             "Press 'Set up models' to download them, or 'Choose model folder' if you already have them."

@@ -209,7 +209,13 @@ class RecordDialog(tk.Toplevel):
             voice = self.library.add_audio(name, self.take.audio, self.take.sample_rate)
         except Exception as exc:
             message, details = describe_error(exc)
-            self.dialog("error", parent=self, title="Save voice", message=f"Could not save the voice: {message}", details=details)
+            self.dialog(
+                "error",
+                parent=self,
+                title="Save voice",
+                message=f"Could not save the voice: {message}",
+                details=details,
+            )
             return None
         self.on_saved(voice)
         self.close()

@@ -14,7 +14,13 @@ DEFAULT = "System default"
 
 
 class SettingsDialog(tk.Toplevel):
-    def __init__(self, parent: tk.Misc, settings: AppSettings, dialog: Callable[..., object], on_apply: Callable[[AppSettings], None]) -> None:
+    def __init__(
+        self,
+        parent: tk.Misc,
+        settings: AppSettings,
+        dialog: Callable[..., object],
+        on_apply: Callable[[AppSettings], None],
+    ) -> None:
         super().__init__(parent)
         self.title("Settings")
         self.transient(parent.winfo_toplevel())
@@ -41,9 +47,13 @@ class SettingsDialog(tk.Toplevel):
             ttk.Button(body, text="Browse\u2026", command=lambda k=key: self._browse(k)).grid(row=r, column=2)
             r += 1
         ttk.Label(body, text="Device").grid(row=r, column=0, sticky="w", pady=3)
-        ttk.Combobox(body, textvariable=self.vars["device"], values=("auto", "cuda", "cpu"), state="readonly", width=10).grid(row=r, column=1, sticky="w", padx=6)
+        ttk.Combobox(
+            body, textvariable=self.vars["device"], values=("auto", "cuda", "cpu"), state="readonly", width=10
+        ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
-        ttk.Checkbutton(body, text="Half precision (fp16) on CUDA: faster, less memory", variable=self.vars["fp16"]).grid(row=r, column=1, sticky="w", padx=6)
+        ttk.Checkbutton(
+            body, text="Half precision (fp16) on CUDA: faster, less memory", variable=self.vars["fp16"]
+        ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
         try:
             devices = list_devices()
@@ -55,15 +65,23 @@ class SettingsDialog(tk.Toplevel):
             self.audio_note = f"No audio devices: {exc}"
         for key, label, values in (("input_device", "Microphone", inputs), ("output_device", "Speakers", outputs)):
             ttk.Label(body, text=label).grid(row=r, column=0, sticky="w", pady=3)
-            ttk.Combobox(body, textvariable=self.vars[key], values=values, state="readonly", width=40).grid(row=r, column=1, sticky="ew", padx=6)
+            ttk.Combobox(body, textvariable=self.vars[key], values=values, state="readonly", width=40).grid(
+                row=r, column=1, sticky="ew", padx=6
+            )
             r += 1
         if self.audio_note:
-            ttk.Label(body, text=self.audio_note, foreground="#b45309", wraplength=460).grid(row=r, column=0, columnspan=3, sticky="w")
+            ttk.Label(body, text=self.audio_note, foreground="#b45309", wraplength=460).grid(
+                row=r, column=0, columnspan=3, sticky="w"
+            )
             r += 1
         ttk.Label(body, text="Countdown before recording (s)").grid(row=r, column=0, sticky="w", pady=3)
-        ttk.Spinbox(body, from_=0, to=10, textvariable=self.vars["countdown"], width=5).grid(row=r, column=1, sticky="w", padx=6)
+        ttk.Spinbox(body, from_=0, to=10, textvariable=self.vars["countdown"], width=5).grid(
+            row=r, column=1, sticky="w", padx=6
+        )
         r += 1
-        ttk.Checkbutton(body, text="Start playing the first segment as soon as it is ready", variable=self.vars["streaming"]).grid(row=r, column=1, sticky="w", padx=6)
+        ttk.Checkbutton(
+            body, text="Start playing the first segment as soon as it is ready", variable=self.vars["streaming"]
+        ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
         buttons = ttk.Frame(body)
         buttons.grid(row=r, column=0, columnspan=3, sticky="e", pady=(12, 0))

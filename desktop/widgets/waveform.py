@@ -55,7 +55,7 @@ class Waveform(tk.Canvas):
         lo, hi = self.columns(w)
         if lo.size:
             coords = []
-            for x, (a, b) in enumerate(zip(lo, hi)):
+            for x, (a, b) in enumerate(zip(lo, hi, strict=True)):
                 coords.append((x, mid - b * (mid - 4), x, mid - a * (mid - 4) + 1))
             for c in coords:
                 self.create_line(*c, fill=WAVE, tags=("wave",))
