@@ -11,6 +11,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import sys
 import time
 import tkinter as tk
 from dataclasses import dataclass
@@ -72,6 +73,16 @@ def ensure_audio_server() -> None:
     """PulseAudio with a null sink 'virt_out'; PortAudio reaches it through ALSA's pulse plugin."""
     if _pactl_ok(dict(os.environ)):
         return
+    _start_pulseaudio()
+    # PortAudio lists devices once, when sounddevice is imported; if an earlier test imported it before the
+    # server ran, it saw no usable device. Re-scan now (no stream is open at fixture time).
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        sd._terminate()
+        sd._initialize()
+
+
+def _start_pulseaudio() -> None:
     assert shutil.which("pulseaudio"), (
         "pulseaudio is not installed (Debian: pulseaudio pulseaudio-utils libasound2-plugins)"
     )
