@@ -234,3 +234,21 @@ def test_callback_exception_becomes_a_message_not_a_crash(studio):
     assert "ZeroDivisionError" in studio.app.log_path.read_text()
     studio.dialogs.calls.clear()  # expected here; the fixture would flag it otherwise
     assert_still_works(studio)
+
+
+def test_error_dialog_has_a_details_expander(studio):
+    from desktop.dialogs import ErrorDialog
+
+    box = ErrorDialog(studio.root, "Generate", "Short message.", "Traceback (most recent call last):\n  boom")
+    studio.root.update()
+    assert not box._details.winfo_ismapped()  # details start collapsed
+    box._toggle.invoke()
+    studio.root.update()
+    assert box._details.winfo_ismapped() and box._details.get("1.0", "end-1c").startswith("Traceback")
+    assert box._toggle.cget("text").startswith("Details \u25be")
+    box._copy("Short message.", "details here")
+    assert studio.root.clipboard_get() == "Short message.\n\ndetails here"
+    box._toggle.invoke()
+    studio.root.update()
+    assert not box._details.winfo_ismapped()
+    box.destroy()
