@@ -196,7 +196,8 @@ def _polyphase_up_weight(h: Tensor, channels: int) -> Tensor:
     upsampled phase, ``2c+1`` the odd one, both already multiplied by the upsampling ratio 2.
 
     Derivation (upstream: pad 5, ``2*conv_transpose1d(h, stride 2)``, crop 15 on each side): the upsampled sample
-    ``2n`` is ``2*sum_i h[2i+1] x[n+2-i]`` and ``2n+1`` is ``2*sum_i h[2i] x[n+3-i]`` (i = 0..5, x clamped at the edges).
+    ``2n`` is ``2*sum_i h[2i+1] x[n+2-i]`` and ``2n+1`` is ``2*sum_i h[2i] x[n+3-i]`` (i = 0..5, x clamped at the
+    edges).
     """
     h = h.reshape(-1).float()
     w = h.new_zeros(2, 7)
@@ -468,7 +469,9 @@ class BigVGAN(nn.Module):
                 raise CheckpointError(f"BigVGAN folder not found: {folder} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
             config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         cfg = BigVGANConfig.from_dict(load_json(config_path, what="BigVGAN config"), source=config_path)
-        model = cls(cfg)
+        with torch.device("meta"):  # no random init: every tensor comes from the file
+            model = cls(cfg)
+        model.to_empty(device="cpu")
         model.load_checkpoint(weights_path)
         model.eval()
         return model.to(device=device, dtype=dtype)

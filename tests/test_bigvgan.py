@@ -64,7 +64,8 @@ def test_config_from_file(vocoder: BigVGAN) -> None:
 
 
 def _module_key(golden: str) -> str:
-    """``folded.ups2.weight`` -> ``ups.2.0.weight``; ``folded.resblock3.convs1_1.weight`` -> ``resblocks.3.convs1.1.weight``."""
+    """``folded.ups2.weight`` -> ``ups.2.0.weight``;
+    ``folded.resblock3.convs1_1.weight`` -> ``resblocks.3.convs1.1.weight``."""
     key = golden[len("folded.") :]
     key = re.sub(r"^ups(\d+)\.", r"ups.\1.0.", key)
     key = re.sub(r"^resblock(\d+)\.", r"resblocks.\1.", key)
@@ -177,7 +178,9 @@ def test_each_stage_from_golden_input(vocoder: BigVGAN, goldens: dict[str, torch
 
 @pytest.mark.parametrize("mode", ["small-blocks", "convolutions"])
 @pytest.mark.parametrize("inp", INPUTS)
-def test_waveform_other_activation_paths(vocoder: BigVGAN, goldens: dict[str, torch.Tensor], inp: str, mode: str) -> None:
+def test_waveform_other_activation_paths(
+    vocoder: BigVGAN, goldens: dict[str, torch.Tensor], inp: str, mode: str
+) -> None:
     """The CPU path with many (channel x time) blocks, incl. ragged last blocks, and the whole-signal conv path."""
     acts = [m for m in vocoder.modules() if isinstance(m, Activation1d)]
     try:
