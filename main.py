@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main.py", description="IndexTTS2 Desktop: clone a voice and speak any text.")
     parser.add_argument("--standin", action="store_true", help="use the stand-in engine (no models needed)")
     parser.add_argument("--selftest", action="store_true", help="check that the app is healthy and exit")
-    parser.add_argument("--selftest-report", metavar="JSON", help="with --selftest: also write the results to this file")
+    parser.add_argument("--selftest-report", metavar="JSON", help="with --selftest: also write the results here")
     parser.add_argument("--no-window", action="store_true", help="with --selftest: skip the main-window check")
     parser.add_argument("--model-dir", help="model folder (default: settings, $INDEXTTS_MODEL_DIR, user data dir)")
     parser.add_argument("--device", default=None, help="auto, cuda, cpu or mps")
