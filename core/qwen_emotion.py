@@ -341,9 +341,11 @@ class Qwen3ForCausalLM(nn.Module):
 
     def forward(self, ids: Tensor, cache: KVCache | None = None) -> Tensor:
         """``ids [B, L]`` -> logits ``[B, L, vocab]`` (float32); with a cache, ``ids`` continue its positions."""
-        h = self.model(ids, cache)
+        return self.logits(self.model(ids, cache))
+
+    def logits(self, hidden: Tensor) -> Tensor:
         weight = self.model.embed_tokens.weight if self.cfg.tie_word_embeddings else self.lm_head.weight
-        return F.linear(h, weight).float()
+        return F.linear(hidden, weight).float()
 
     @torch.inference_mode()
     def generate(
@@ -362,7 +364,8 @@ class Qwen3ForCausalLM(nn.Module):
             raise ValueError("generate() needs at least one prompt token")
         device = self.model.embed_tokens.weight.device
         cache = KVCache(len(self.model.layers))
-        logits = self(torch.tensor([list(prompt_ids)], device=device), cache)[0, -1]
+        # prefill: only the last position's logits are needed (the LM head is a 151936-row matmul per position)
+        logits = self.logits(self.model(torch.tensor([list(prompt_ids)], device=device), cache)[0, -1])
         stop = set(eos_token_ids)
         out: list[int] = []
         for step in range(max_new_tokens):
