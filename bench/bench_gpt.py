@@ -63,6 +63,25 @@ def random_model(cfg: GPTConfig) -> UnifiedVoice:
     return model
 
 
+def matmul_floor_ms(model: UnifiedVoice, rows: int, repeat: int = 5) -> float:
+    """Median time of just the step's weight matmuls (every Conv1D + mel_head) for ``rows`` rows.
+
+    Measured right next to the decode so a busy machine slows both alike; decode ms/step minus this is the
+    cost of attention, norms, sampling and Python.
+    """
+    weights = [m.weight.t() for m in model.gpt.modules() if hasattr(m, "store_out_major")]
+    weights.append(model.mel_head.weight)
+    inputs = [torch.randn(rows, w.shape[1]) for w in weights]
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for w, x in zip(weights, inputs):
+                torch.nn.functional.linear(x, w)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -93,10 +112,12 @@ def main() -> None:
 
     for beams in args.beams:
         settings = GenerationConfig(do_sample=True, num_beams=beams, max_mel_tokens=args.tokens)
+        floor_before = matmul_floor_ms(model, beams)
         trace = DecodeTrace()
         start = time.perf_counter()
         codes, hit_max = model.generate(text, spk_latent, emovec, settings, generator=g, trace=trace)
         total = time.perf_counter() - start
+        floor = (floor_before + matmul_floor_ms(model, beams)) / 2
         assert hit_max and len(codes) == args.tokens, (len(codes), hit_max)
         stamps = trace.step_times
         steps = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -110,6 +131,7 @@ def main() -> None:
             f"{1000 * statistics.median(steps[-q:]):.1f} ms); "
             f"total {total:.2f} s; peak RSS {peak_rss_mb():.0f} MB"
         )
+        print(f"  weight-matmul floor for {beams} row(s), measured around the run: {floor:.1f} ms/step")
     print("load average after: %.1f %.1f %.1f" % os.getloadavg())
 
 
