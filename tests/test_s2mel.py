@@ -107,6 +107,7 @@ def test_gpt_layer(model: S2Mel, g: dict[str, torch.Tensor]) -> None:
     cap.close()
     linears = [n for n in NAMES if re.fullmatch(r"gpt_layer\.linear\d+", n)]
     assert linears
+    assert set(linears) | {"gpt_layer.out"} == {n for n in NAMES if n.startswith("gpt_layer.")}
     for name in linears:
         _close(name, cap.out[name.removeprefix("gpt_layer.linear")], g[name])
     _close("gpt_layer.out", out, g["gpt_layer.out"])
@@ -194,7 +195,7 @@ def test_dit_single_call(model: S2Mel, g: dict[str, torch.Tensor]) -> None:
     est = model.cfm.estimator
     cap = Capture(est)
     with torch.inference_mode():
-        out = est(g["dit.in.x"], g["dit.in.prompt_x"], g["dit.in.x_lens"], g["dit.in.t"], g["dit.in.style"], g["dit.in.cond"])
+        out = est(*(g[f"dit.in.{k}"] for k in ("x", "prompt_x", "x_lens", "t", "style", "cond")))
     cap.close()
     names = [n for n in NAMES if re.fullmatch(FAMILIES["dit"], n)]
     assert "dit.out" in names
@@ -299,7 +300,9 @@ def _euler_reference(est: DiT, mu, prompt, style, noise, steps: int, rate: float
 
 @pytest.mark.parametrize("rate", [0.0, 0.7])
 @pytest.mark.parametrize("prompt_frames", ["golden", 1])
-def test_sampler_shortcuts_match_plain_euler(model: S2Mel, g: dict[str, torch.Tensor], rate: float, prompt_frames) -> None:
+def test_sampler_shortcuts_match_plain_euler(
+    model: S2Mel, g: dict[str, torch.Tensor], rate: float, prompt_frames: str | int
+) -> None:
     tp = g["in.ref_mel"].shape[-1] if prompt_frames == "golden" else prompt_frames
     mu, style, noise = g["cat_condition"], g["in.style"], g["cfm.noise_z"]
     prompt = g["in.ref_mel"][..., :tp]
@@ -312,7 +315,8 @@ def test_sampler_shortcuts_match_plain_euler(model: S2Mel, g: dict[str, torch.Te
 def test_sampler_noise_generator_and_cancel(model: S2Mel, g: dict[str, torch.Tensor]) -> None:
     mu, prompt, style = g["cat_condition"], g["in.ref_mel"], g["in.style"]
     runs = [
-        model.cfm.inference(mu, None, prompt, style, steps=2, generator=torch.Generator().manual_seed(7)) for _ in range(2)
+        model.cfm.inference(mu, None, prompt, style, steps=2, generator=torch.Generator().manual_seed(7))
+        for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])
     cancel = threading.Event()

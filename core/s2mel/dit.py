@@ -141,7 +141,9 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Blocks ``i < depth//2`` push their output, blocks ``i > depth//2`` pop one first (LIFO); then an adaptive norm."""
+    """U-ViT: blocks ``i < depth//2`` push their output, blocks ``i > depth//2`` pop one first (LIFO).
+
+    The final adaptive ``norm`` is applied by the caller (:meth:`DiT.velocity`), possibly to fewer frames."""
 
     def __init__(self, dim: int, n_heads: int, depth: int, uvit_skip: bool) -> None:
         super().__init__()
@@ -162,7 +164,8 @@ class Transformer(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """``LayerNorm(x; no affine, eps 1e-6) * (1 + scale) + shift`` with ``[shift | scale] = Linear(SiLU(c))``, then Linear."""
+    """``LayerNorm(x; no affine, eps 1e-6) * (1 + scale) + shift`` with ``[shift | scale] = Linear(SiLU(c))``,
+    then a Linear."""
 
     def __init__(self, hidden: int, out: int) -> None:
         super().__init__()
@@ -239,11 +242,15 @@ class DiT(nn.Module):
         """Output frame j of :meth:`velocity` is exact when computed from frame ``j - left_context`` on."""
         return self.wavenet.left_context
 
-    def condition(self, prompt_x: Tensor, style: Tensor, cond: Tensor, x_lens: Tensor | int | None = None) -> DiTCondition:
+    def condition(
+        self, prompt_x: Tensor, style: Tensor, cond: Tensor, x_lens: Tensor | int | None = None
+    ) -> DiTCondition:
         """Precompute what does not depend on x or t. ``prompt_x`` [B, 80, T], ``style`` [B, S], ``cond`` [B, T, C]."""
         b, _, t = prompt_x.shape
         if t > MAX_FRAMES:
-            raise ValueError(f"s2mel: {t} mel frames exceed the model's maximum of {MAX_FRAMES}; use a shorter text or prompt")
+            raise ValueError(
+                f"s2mel: {t} mel frames exceed the model's maximum of {MAX_FRAMES}; use a shorter text or prompt"
+            )
         if cond.shape[1] != t:
             raise ValueError(f"s2mel: content condition has {cond.shape[1]} frames, the mel has {t}")
         c = self.in_channels
@@ -287,6 +294,8 @@ class DiT(nn.Module):
         out = self.conv2(y)
         return out[..., start - lo :] if start > lo else out
 
-    def forward(self, x: Tensor, prompt_x: Tensor, x_lens: Tensor | int | None, t: Tensor, style: Tensor, cond: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, prompt_x: Tensor, x_lens: Tensor | int | None, t: Tensor, style: Tensor, cond: Tensor
+    ) -> Tensor:
         """One full estimator call (upstream signature): [B, 80, T]."""
         return self.velocity(x, t, self.condition(prompt_x, style, cond, x_lens))

@@ -20,7 +20,8 @@ def mel_frames_for_codes(code_lens: Tensor) -> Tensor:
 
 
 class InterpolateRegulator(nn.Module):
-    """``content_in_proj`` -> nearest interpolation to ``ylens`` frames -> n x [Conv1d k3, GroupNorm(1), Mish] -> Conv1d k1.
+    """``content_in_proj`` -> nearest interpolation to ``ylens`` frames -> n x [Conv1d k3, GroupNorm(1), Mish]
+    -> Conv1d k1.
 
     Key names follow the checkpoint: ``content_in_proj``, ``model.{0,1,3,4,...}`` and the final ``model.{3n}`` conv,
     plus ``embedding`` / ``mask_token`` (stored but unused for continuous input).

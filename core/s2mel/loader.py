@@ -150,7 +150,8 @@ class _Archive:
                 raise CheckpointError(f"s2mel checkpoint {self.path} lacks tensor data record {name}. {_FIX}") from None
             if info.file_size < nbytes:
                 raise CheckpointError(
-                    f"s2mel checkpoint {self.path}: record {name} holds {info.file_size} bytes, expected {nbytes}. {_FIX}"
+                    f"s2mel checkpoint {self.path}: record {name} holds {info.file_size} bytes, "
+                    f"expected {nbytes}. {_FIX}"
                 )
             raw = torch.empty(nbytes, dtype=torch.uint8)
             with self.zf.open(info) as fh:

@@ -31,7 +31,9 @@ def gpt_layer_widths(state: dict[str, Tensor], *, source: str | Path) -> list[in
     while f"{i}.weight" in state:
         w = state[f"{i}.weight"]
         if w.ndim != 2 or (widths and w.shape[1] != widths[-1]):
-            raise CheckpointError(f"s2mel checkpoint {source}: gpt_layer {i}.weight has unexpected shape {tuple(w.shape)}")
+            raise CheckpointError(
+                f"s2mel checkpoint {source}: gpt_layer {i}.weight has unexpected shape {tuple(w.shape)}"
+            )
         if not widths:
             widths.append(int(w.shape[1]))
         widths.append(int(w.shape[0]))
@@ -68,6 +70,7 @@ class S2Mel(nn.Module):
             )
         model = cls(cfg, gpt_dim=widths[0], gpt_hidden=tuple(widths[1:-1]))
         for part in PARTS:
-            load_strict(getattr(model, part), fold_weight_norm(net[part]), source=path, what=f"s2mel checkpoint net['{part}']")
+            state = fold_weight_norm(net[part])
+            load_strict(getattr(model, part), state, source=path, what=f"s2mel checkpoint net['{part}']")
         log.info("s2mel weights loaded from %s (gpt_layer %s)", path, " -> ".join(map(str, widths)))
         return model.to(device).eval()
