@@ -12,9 +12,10 @@ with transformers 4.52 logits processors and ``BeamSearchScorer``):
   (beam sampling); then the BeamSearchScorer bookkeeping (stop tokens count only within the first ``beams``
   ranks, done-test against the best candidate of the step, finalize with the running beams).
 
-Speed: one static KV cache, one weight pass per step for all beams. Beams never copy the cache: slot ``j`` of
-position ``p`` holds what beam ``j`` computed at ``p``; each running beam keeps a lineage mask telling which slot
-holds its own history, and attention is masked accordingly. A beam reorder only permutes the small bool mask.
+Speed: one static KV cache, one weight pass per step for all beams, the prompt computed and stored once.
+Beams never copy the cache: slot ``j`` of decode position ``p`` holds what beam ``j`` computed at ``p``; each
+running beam keeps a lineage mask telling which slot holds its own history, and attention gets the matching
+additive mask. A beam reorder only permutes that small bool mask.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def _decode_single(
 ) -> Generated:
     stop = model.cfg.stop_mel_token
     p1 = prompt.shape[1]
-    cache = model.new_cache(p1 + cfg.max_mel_tokens, slots=1)
+    cache = model.new_cache(p1, cfg.max_mel_tokens, slots=1)
     _check_cancel(cancel)
     logits = model.mel_logits(model.gpt.prefill(prompt, cache))  # [1, V]
     seen = initial_seen(model, 1)
@@ -277,12 +278,12 @@ def _decode_beams(
     vocab = model.cfg.number_mel_codes
     stop = model.cfg.stop_mel_token
     p1 = prompt.shape[1]
-    max_len = p1 + cfg.max_mel_tokens
-    cache = model.new_cache(max_len, slots=beams)
+    cache = model.new_cache(p1, cfg.max_mel_tokens, slots=beams)
     rows = torch.arange(beams, device=device)
-    # lineage[j, p, s]: beam j's history at position p lives in slot s. The prompt is computed once, in slot 0.
-    lineage = torch.zeros(beams, max_len, beams, dtype=torch.bool, device=device)
-    lineage[:, :p1, 0] = True
+    # lineage[j, g, s]: beam j's token of decode step g (cache position p1 + g) lives in slot s.
+    # The prompt is computed once and visible to every beam.
+    lineage = torch.zeros(beams, cfg.max_mel_tokens, beams, dtype=torch.bool, device=device)
+    bias = torch.zeros(beams, p1 + cfg.max_mel_tokens * beams, dtype=model.dtype, device=device)
 
     _check_cancel(cancel)
     logits = model.mel_logits(model.gpt.prefill(prompt, cache)).expand(beams, vocab)
@@ -341,11 +342,14 @@ def _decode_beams(
         _check_cancel(cancel)
         seen = seen[src]
         seen[rows, tok_t] = True
-        pos = p1 + s
-        lineage[:, :pos] = lineage[src, :pos]
-        lineage[rows, pos, rows] = True
-        mask = lineage[:, : pos + 1].reshape(beams, (pos + 1) * beams)
-        hidden = model.gpt.step(model.mel_input(tok_t, s + 2), cache, pos, mask)
+        lineage[:, :s] = lineage[src, :s]
+        lineage[rows, s, rows] = True
+        n = p1 + (s + 1) * beams
+        visible = lineage[:, : s + 1].reshape(beams, (s + 1) * beams)
+        step_bias = bias[:, :n]
+        step_bias[:, p1:] = 0
+        step_bias[:, p1:].masked_fill_(~visible, float("-inf"))
+        hidden = model.gpt.step(model.mel_input(tok_t, s + 2), cache, p1 + s, step_bias)
         logits = model.mel_logits(hidden)
 
     if not done:

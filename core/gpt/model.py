@@ -86,36 +86,25 @@ class GPT2Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.c_proj(out.transpose(1, 2).reshape(b, t, d))
 
-    def prefill(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, slots: int) -> Tensor:
-        """Causal pass over the prompt x [1, T, D]; stores its keys/values at positions 0..T-1 of slot 0."""
+    def prefill(self, x: Tensor, k_cache: Tensor, v_cache: Tensor) -> Tensor:
+        """Causal pass over the prompt x [1, T, D]; stores its keys/values in cache entries 0..T-1."""
         _, t, d = x.shape
         q, k, v = (y[0].transpose(0, 1) for y in self._split(x))  # [H, T, hd]
-        kc = k_cache.view(self.heads, -1, slots, self.head_dim)
-        vc = v_cache.view(self.heads, -1, slots, self.head_dim)
-        kc[:, :t, 0] = k
-        vc[:, :t, 0] = v
-        if slots > 1:  # unused prompt slots: keep them finite (they are masked out)
-            kc[:, :t, 1:] = 0
-            vc[:, :t, 1:] = 0
+        k_cache[:, :t] = k
+        v_cache[:, :t] = v
         out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), is_causal=True)
         return self.c_proj(out[0].transpose(0, 1).reshape(1, t, d))
 
-    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos: int, slots: int, mask: Tensor | None) -> Tensor:
-        """One decode step for ``slots`` rows x [S, D] written at cache position ``pos``.
-
-        The cache is laid out ``[H, max_len * S, hd]`` with entry ``pos * S + s`` holding slot ``s``; every row
-        attends to the first ``(pos + 1) * S`` entries through ``mask`` [S, (pos + 1) * S] (None for S == 1).
-        """
+    def step(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, write: int, n: int, bias: Tensor | None) -> Tensor:
+        """One decode step for S rows x [S, D]: row s stores its key/value at cache entry ``write + s`` and
+        attends to entries ``0..n-1`` with the additive ``bias`` [S, n] (None: everything visible)."""
         s, d = x.shape
         q, k, v = self._split(x)  # [S, H, hd]
-        kc = k_cache.view(self.heads, -1, slots, self.head_dim)
-        vc = v_cache.view(self.heads, -1, slots, self.head_dim)
-        kc[:, pos] = k.transpose(0, 1)
-        vc[:, pos] = v.transpose(0, 1)
-        n = (pos + 1) * slots
+        k_cache[:, write : write + s] = k.transpose(0, 1)
+        v_cache[:, write : write + s] = v.transpose(0, 1)
         keys = k_cache[:, :n].unsqueeze(0)
         values = v_cache[:, :n].unsqueeze(0)
-        attn_mask = None if mask is None else mask[None, None]
+        attn_mask = None if bias is None else bias[None, None]
         out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), keys, values, attn_mask=attn_mask)
         return self.c_proj(out[0].transpose(0, 1).reshape(s, d))
 
@@ -144,18 +133,25 @@ class GPT2Block(nn.Module):
 
 
 class KVCache:
-    """Static keys/values for every layer: ``[layers, H, max_len * slots, hd]``, allocated once per decode.
+    """Static keys/values for every layer ``[layers, H, entries, hd]``, allocated once per decode.
 
-    ``torch.empty`` leaves untouched pages uncommitted, so memory grows with the positions actually written.
+    Entries ``0..prompt_len-1`` hold the prompt (computed once, shared by every slot); decode position
+    ``prompt_len + g`` of slot ``s`` lives at entry ``prompt_len + g * slots + s``. So the entries a step attends
+    to are always a prefix. ``torch.empty`` leaves untouched pages uncommitted: memory grows with use.
     """
 
     def __init__(
-        self, layers: int, heads: int, head_dim: int, max_len: int, slots: int, device: torch.device, dtype: torch.dtype
+        self, layers: int, heads: int, head_dim: int, prompt_len: int, max_new: int, slots: int,
+        device: torch.device, dtype: torch.dtype,
     ) -> None:
-        self.max_len = max_len
+        self.prompt_len = prompt_len
         self.slots = slots
-        self.k = torch.empty(layers, heads, max_len * slots, head_dim, device=device, dtype=dtype)
+        self.k = torch.empty(layers, heads, prompt_len + max_new * slots, head_dim, device=device, dtype=dtype)
         self.v = torch.empty_like(self.k)
+
+    def entry(self, pos: int) -> int:
+        """First cache entry of decode position ``pos`` (>= prompt_len)."""
+        return self.prompt_len + (pos - self.prompt_len) * self.slots
 
 
 class GPT2Stack(nn.Module):
@@ -177,14 +173,19 @@ class GPT2Stack(nn.Module):
     def prefill(self, x: Tensor, cache: KVCache) -> Tensor:
         """Prompt x [1, T, D] into the cache; returns ln_f of the last row [1, D]."""
         for i, block in enumerate(self.h):
-            x = x + block.attn.prefill(block.ln_1(x), cache.k[i], cache.v[i], cache.slots)
+            x = x + block.attn.prefill(block.ln_1(x), cache.k[i], cache.v[i])
             x = x + block.mlp(block.ln_2(x))
         return self.ln_f(x[:, -1])
 
-    def step(self, x: Tensor, cache: KVCache, pos: int, mask: Tensor | None) -> Tensor:
-        """One token per slot x [S, D] at cache position ``pos``; returns ln_f output [S, D]."""
+    def step(self, x: Tensor, cache: KVCache, pos: int, bias: Tensor | None) -> Tensor:
+        """One token per slot x [S, D] at decode position ``pos``; returns ln_f output [S, D].
+
+        ``bias`` [S, entries through this position] is the additive attention mask (None for one slot).
+        """
+        write = cache.entry(pos)
+        n = write + cache.slots
         for i, block in enumerate(self.h):
-            x = x + block.attn.step(_rowwise(block.ln_1, x), cache.k[i], cache.v[i], pos, cache.slots, mask)
+            x = x + block.attn.step(_rowwise(block.ln_1, x), cache.k[i], cache.v[i], write, n, bias)
             x = x + block.mlp(_rowwise(block.ln_2, x))
         return _rowwise(self.ln_f, x)
 
@@ -410,9 +411,9 @@ class UnifiedVoice(nn.Module):
 
         return generate(self, text_ids, spk_latent, emovec, settings, generator=generator, cancel=cancel, trace=trace)
 
-    def new_cache(self, max_len: int, slots: int) -> KVCache:
+    def new_cache(self, prompt_len: int, max_new: int, slots: int) -> KVCache:
         c = self.cfg
-        return KVCache(c.layers, c.heads, c.model_dim // c.heads, max_len, slots, self.device, self.dtype)
+        return KVCache(c.layers, c.heads, c.model_dim // c.heads, prompt_len, max_new, slots, self.device, self.dtype)
 
     # ---------------------------------------------------------------------------------------- latent pass
     def forward_embedding(
