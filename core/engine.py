@@ -115,6 +115,7 @@ class _Job:
     cancel: threading.Event | None
     noise: Callable[[int, int], torch.Tensor] | None = None  # (segment index, frames) -> [1, 80, frames]
     trace: list[SegmentTrace] | None = None
+    emovec: torch.Tensor | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -202,9 +203,9 @@ class Engine:
             step(6)
             self.s2mel = S2Mel.from_checkpoint(paths.s2mel, cfg.require("s2mel"), device=dev)
             step(7)
-            self.vocoder = BigVGAN.from_pretrained(paths.bigvgan).to(dev).eval()
+            self.vocoder = BigVGAN.from_pretrained(paths.bigvgan, device=dev).eval()
             step(8)
-            self.emotions = EmotionMatrices.load(paths.feat1, paths.feat2, cfg.emo_num, device=dev)
+            self.emotions = EmotionMatrices.load(paths.feat1, paths.feat2, cfg.emo_num)
         except (CheckpointError, ConfigError) as exc:
             raise EngineError(str(exc)) from exc
         self.cfg, self.paths, self.device = cfg, paths, dev
@@ -367,6 +368,20 @@ class Engine:
         job = self._job(text, voice, emotion, settings, on_progress, cancel)
         yield from self._run(job)
 
+    def synthesize_traced(
+        self, text: str, voice: str | Path, emotion: Emotion | None = None, settings: GenerationSettings | None = None,
+        *, spk_cond_emb: torch.Tensor | None = None, emo_cond_emb: torch.Tensor | None = None,
+        noise: Callable[[int, int], torch.Tensor] | None = None,
+    ) -> tuple[SynthesisResult, Voice, list[SegmentTrace], torch.Tensor]:
+        """``synthesize`` with the stage seams tests and diagnostics need: precomputed semantic features instead
+        of w2v-BERT, injected diffusion noise ``noise(segment, frames)``, and every segment's intermediates.
+        Returns ``(result, voice, traces, emovec)``."""
+        job = self._job(text, voice, emotion, settings, None, None, spk_cond_emb=spk_cond_emb, emo_cond_emb=emo_cond_emb)
+        job.noise = noise
+        job.trace = []
+        pieces = [seg.audio for seg in self._run(job)]
+        return self._finish(job, pieces), job.voice, job.trace, job.emovec
+
     def _finish(self, job: _Job, pieces: list[np.ndarray]) -> SynthesisResult:
         silence = np.zeros(int(SAMPLE_RATE * job.settings.interval_silence_ms / 1000.0), dtype=np.int16)
         joined: list[np.ndarray] = []
@@ -449,14 +464,18 @@ class Engine:
 
     @torch.inference_mode()
     def _emovec(self, job: _Job) -> torch.Tensor:
+        from .gpt.emotion import blend_emovec
+
         v = job.voice
         emovec = self.gpt.merge_emovec(v.spk_cond_emb, job.emo_cond_emb, job.alpha)
         if job.weights is not None:
             generator = None
             if job.use_random:
-                generator = random.Random(job.settings.seed) if job.settings.seed is not None else random.Random()
-            emovec_mat, weight_sum = self.emotions.mix(job.weights, v.style, use_random=job.use_random, rng=generator)
-            emovec = emovec_mat + (1 - weight_sum) * emovec
+                generator = torch.Generator()
+                generator.manual_seed(job.settings.seed if job.settings.seed is not None else random.randrange(2**63))
+            emovec_mat, weight_sum = self.emotions.mix(job.weights, v.style.cpu(), use_random=job.use_random,
+                                                       generator=generator)
+            emovec = blend_emovec(emovec_mat.to(self.device), weight_sum, emovec)
         return emovec
 
     @torch.inference_mode()
@@ -472,7 +491,7 @@ class Engine:
             timings.setdefault(key, 0.0)
         if s.seed is not None:
             torch.manual_seed(s.seed)
-        emovec = self._emovec(job)
+        emovec = job.emovec = self._emovec(job)
         v = job.voice
         start = time.perf_counter()
 
@@ -487,10 +506,7 @@ class Engine:
             ids = self.frontend.convert_tokens_to_ids(pieces)
             progress("Generating speech codes", i, 0.0)
             t = time.perf_counter()
-            codes, hit_max = self.gpt.generate(
-                ids, v.spk_latent, emovec, s, cancel=job.cancel,
-                on_step=lambda k: progress("Generating speech codes", i, 0.5 * min(k / max(s.max_mel_tokens, 1), 1.0)),
-            )
+            codes, hit_max = self.gpt.generate(ids, v.spk_latent, emovec, s, cancel=job.cancel)
             timings["gpt"] += time.perf_counter() - t
             if hit_max:
                 msg = (f"Segment {i + 1} reached the limit of {s.max_mel_tokens} speech tokens and may be cut off; "

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import struct
 import threading
 import zipfile
@@ -48,8 +49,7 @@ class ModelFile:
 
 _Q = "qwen0.6bemo4-merge"
 MANIFEST: tuple[ModelFile, ...] = (
-    ModelFile(MAIN_REPO, "config.yaml", "config.yaml", "IndexTTS-2 config", 2880,
-              "c8a8c105c84230c38f5935c1be4eba3e199a2839e02316866e16c827ab875ed2"),
+    ModelFile(MAIN_REPO, "config.yaml", "config.yaml", "IndexTTS-2 config"),
     ModelFile(MAIN_REPO, "bpe.model", "bpe.model", "text tokenizer (BPE)", 475997,
               "b2a5ce8090d32da3642cc4f81fdc996376bc6dd3f4cd5e3d165f71120d9f2bc8"),
     ModelFile(MAIN_REPO, "gpt.pth", "gpt.pth", "GPT (UnifiedVoice v2)"),
@@ -200,43 +200,60 @@ def _structure_problem(path: Path) -> str | None:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 return "corrupt safetensors header"
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + n + end != size:
+        if 8 + n + end > size:
+            return f"truncated ({size} of {8 + n + end} bytes)"
+        if 8 + n + end < size:
             return f"size {size} does not match its header ({8 + n + end} bytes expected)"
-    elif path.suffix in (".json",):
+    elif path.suffix == ".json":
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return "not valid JSON"
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            if not isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict):
+                return "not a YAML mapping"
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return "not valid YAML"
+    elif path.suffix == ".model":
+        import sentencepiece
+
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError):
+            return "not a readable SentencePiece model (truncated or corrupt)"
     return None
 
 
-def check_file(path: Path, item: ModelFile, *, verify_hash: bool = False) -> FileStatus:
+def check_file(path: Path, item: ModelFile, *, verify: bool = False) -> FileStatus:
+    """Presence and format integrity; with ``verify`` also the manifest's size and SHA-256 (where known)."""
     if not path.is_file():
         return FileStatus(item, path, "missing")
     size = path.stat().st_size
-    if item.size is not None and size < item.size:
+    if verify and item.size is not None and size < item.size:
         return FileStatus(item, path, "partial", f"{size} of {item.size} bytes")
-    if item.size is not None and size > item.size:
+    if verify and item.size is not None and size > item.size:
         return FileStatus(item, path, "corrupt", f"{size} bytes, expected {item.size}")
     problem = _structure_problem(path)
     if problem:
         return FileStatus(item, path, "partial" if "truncated" in problem else "corrupt", problem)
-    if verify_hash and item.sha256 and sha256_file(path) != item.sha256:
-        return FileStatus(item, path, "corrupt", "SHA-256 does not match")
+    if verify and item.sha256 and sha256_file(path) != item.sha256:
+        return FileStatus(item, path, "corrupt", "SHA-256 does not match the official file")
     return FileStatus(item, path, "ok")
 
 
-def check(model_dir: str | Path, *, verify_hash: bool = False, include_optional: bool = True,
+def check(model_dir: str | Path, *, verify: bool = False, include_optional: bool = True,
           manifest: tuple[ModelFile, ...] = MANIFEST) -> list[FileStatus]:
-    """The state of every manifest file (small files are always hash-checked)."""
+    """The state of every manifest file. The plain check reads formats only (fast, works for any build of
+    the models); ``verify`` also compares sizes and SHA-256 with the official release."""
     model_dir = Path(model_dir)
-    out = []
-    for item in manifest:
-        if item.optional and not include_optional:
-            continue
-        small = item.size is not None and item.size < (1 << 20)
-        out.append(check_file(resolve(model_dir, item), item, verify_hash=verify_hash or small))
-    return out
+    return [
+        check_file(resolve(model_dir, item), item, verify=verify)
+        for item in manifest
+        if include_optional or not item.optional
+    ]
 
 
 def problems(statuses: list[FileStatus], *, include_optional: bool = False) -> list[FileStatus]:
@@ -298,7 +315,7 @@ def download(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / ".download"
-    todo = [s for s in check(model_dir, include_optional=include_optional, manifest=manifest) if not s.ok]
+    todo = [s for s in check(model_dir, include_optional=include_optional, manifest=manifest, verify=True) if not s.ok]
     for index, status in enumerate(todo):
         item = status.item
         if on_file is not None:
@@ -307,7 +324,7 @@ def download(
             raise DownloadCancelled("Download cancelled.")
         target = model_dir / item.local
         fetched = _fetch(item, staging, source=source, endpoint=endpoint, on_bytes=on_bytes, cancel=cancel)
-        result = check_file(fetched, item, verify_hash=True)
+        result = check_file(fetched, item, verify=True)
         if not result.ok:
             fetched.unlink(missing_ok=True)
             raise ModelSetupError(
@@ -316,13 +333,18 @@ def download(
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(fetched, target)
         log.info("installed %s", target)
+    shutil.rmtree(staging, ignore_errors=True)  # resume state is only kept after a failure
     return check(model_dir, include_optional=include_optional, manifest=manifest)
 
 
 def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None, on_bytes: ByteProgress | None,
            cancel: threading.Event | None) -> Path:
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    """Download one file into ``staging`` as ``<name>.part``, resuming a previous partial transfer of the same
+    revision (by etag), and return it once complete and matching the hub's checksum."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
 
     repo = item.repo
     if source == "modelscope":
@@ -330,35 +352,54 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
         endpoint = endpoint or "https://www.modelscope.cn/models"  # HF-compatible resolve/ URLs
     elif source != "hf":
         raise ModelSetupError(f"Unknown download source {source!r}; use 'hf' or 'modelscope'.")
+    part = staging / repo.replace("/", "--") / (item.remote + ".part")
+    tag_file = part.with_name(part.name + ".etag")
     try:
-        path = Path(
-            hf_hub_download(
-                repo, item.remote, local_dir=staging / repo.replace("/", "--"), endpoint=endpoint,
-                tqdm_class=_tqdm_class(item.local, on_bytes, cancel), etag_timeout=30,
-            )
-        )
-        if item.sha256 is None:
-            meta = get_hf_file_metadata(hf_hub_url(repo, item.remote, endpoint=endpoint), timeout=30)
-            expected = (meta.etag or "").strip('"')
-            if len(expected) == 64 and all(c in "0123456789abcdef" for c in expected):
-                if sha256_file(path) != expected:
-                    path.unlink(missing_ok=True)
-                    raise ModelSetupError(f"{item.local}: downloaded data does not match the server's checksum; removed. "
-                                          "Run the download again.")
-        return path
-    except DownloadCancelled:
+        url = hf_hub_url(repo, item.remote, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, timeout=30)
+        etag = (meta.etag or "").strip('"')
+        part.parent.mkdir(parents=True, exist_ok=True)
+        resume = part.stat().st_size if part.exists() else 0
+        if resume and (not tag_file.exists() or tag_file.read_text() != etag or (meta.size and resume > meta.size)):
+            part.unlink()  # a different revision (or garbage): start over
+            resume = 0
+        tag_file.write_text(etag)
+        if not meta.size or resume < meta.size:
+            with open(part, "ab") as fh:
+                http_get(meta.location or url, fh, resume_size=resume, headers=build_hf_headers(),
+                         expected_size=meta.size, tqdm_class=_tqdm_class(item.local, on_bytes, cancel))
+        if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) and sha256_file(part) != etag:
+            part.unlink(missing_ok=True)
+            raise ModelSetupError(f"{item.local}: the downloaded data does not match the server's checksum and was "
+                                  "removed. Run the download again.")
+        tag_file.unlink(missing_ok=True)
+        return part
+    except (DownloadCancelled, ModelSetupError):
         raise
-    except ModelSetupError:
-        raise
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+    except HfHubHTTPError as exc:
         raise ModelSetupError(
-            f"Could not download {item.remote} from {repo} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Check your internet connection (or set HF_ENDPOINT to a mirror) and try again; finished files are kept."
+            f"Could not download {item.remote} from {repo}: the server answered {_status(exc)}. "
+            "Check the internet connection (or set HF_ENDPOINT to a mirror) and try again; finished files are kept."
         ) from exc
-    except Exception as exc:  # httpx/network errors surface with various types
-        if isinstance(exc, DownloadCancelled) or "Cancelled" in type(exc).__name__:
+    except Exception as exc:  # network errors surface with several types (httpx, OSError, ...)
+        if _is_cancel(exc):
             raise DownloadCancelled("Download cancelled.") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelSetupError(
-            f"Could not download {item.remote} from {repo} ({type(exc).__name__}: {exc}). "
-            "Check your internet connection and try again; finished files are kept."
+            f"Could not download {item.remote} from {repo} ({first}). Check the internet connection and try "
+            "again; the partial download is kept and will be resumed."
         ) from exc
+
+
+def _status(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return f"HTTP {code}" if code else type(exc).__name__
+
+
+def _is_cancel(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, DownloadCancelled):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
