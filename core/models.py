@@ -44,7 +44,8 @@ class ModelFile:
     what: str
     size: int | None = None
     sha256: str | None = None
-    optional: bool = False
+    optional: bool = False  # only for emotion-from-text
+    may_be_absent: bool = False  # not in every revision of the repo: a 404 is not an error
 
 
 _Q = "qwen0.6bemo4-merge"
@@ -63,8 +64,12 @@ MANIFEST: tuple[ModelFile, ...] = (
     ModelFile(MAIN_REPO, f"{_Q}/config.json", f"{_Q}/config.json", "QwenEmotion config", optional=True),
     ModelFile(MAIN_REPO, f"{_Q}/model.safetensors", f"{_Q}/model.safetensors", "QwenEmotion weights", optional=True),
     ModelFile(MAIN_REPO, f"{_Q}/tokenizer.json", f"{_Q}/tokenizer.json", "QwenEmotion tokenizer", optional=True),
-    ModelFile(MAIN_REPO, f"{_Q}/tokenizer_config.json", f"{_Q}/tokenizer_config.json", "QwenEmotion chat template",
+    ModelFile(MAIN_REPO, f"{_Q}/tokenizer_config.json", f"{_Q}/tokenizer_config.json", "QwenEmotion tokenizer config",
               optional=True),
+    ModelFile(MAIN_REPO, f"{_Q}/generation_config.json", f"{_Q}/generation_config.json", "QwenEmotion generation config",
+              optional=True, may_be_absent=True),
+    ModelFile(MAIN_REPO, f"{_Q}/chat_template.jinja", f"{_Q}/chat_template.jinja", "QwenEmotion chat template",
+              optional=True, may_be_absent=True),
     ModelFile("facebook/w2v-bert-2.0", "config.json", "hf_cache/w2v-bert-2.0/config.json", "w2v-BERT 2.0 config"),
     ModelFile("facebook/w2v-bert-2.0", "model.safetensors", "hf_cache/w2v-bert-2.0/model.safetensors",
               "w2v-BERT 2.0 weights", 2322063736),
@@ -257,7 +262,8 @@ def check(model_dir: str | Path, *, verify: bool = False, include_optional: bool
 
 
 def problems(statuses: list[FileStatus], *, include_optional: bool = False) -> list[FileStatus]:
-    return [s for s in statuses if not s.ok and (include_optional or not s.item.optional)]
+    return [s for s in statuses if not s.ok and (include_optional or not s.item.optional)
+            and not (s.item.may_be_absent and s.state == "missing")]
 
 
 def describe(status: FileStatus) -> str:
@@ -323,7 +329,14 @@ def download(
         if cancel is not None and cancel.is_set():
             raise DownloadCancelled("Download cancelled.")
         target = model_dir / item.local
-        fetched = _fetch(item, staging, source=source, endpoint=endpoint, on_bytes=on_bytes, cancel=cancel)
+        try:
+            fetched = _fetch(item, staging, source=source, endpoint=endpoint, on_bytes=on_bytes, cancel=cancel)
+        except _NotOnServer:
+            if item.may_be_absent:
+                log.info("%s is not in %s; skipped", item.remote, item.repo)
+                continue
+            raise ModelSetupError(f"{item.remote} is not in {item.repo} (HTTP 404). The repository layout may have "
+                                  "changed; update IndexTTS2 Desktop.") from None
         result = check_file(fetched, item, verify=True)
         if not result.ok:
             fetched.unlink(missing_ok=True)
@@ -377,6 +390,8 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
     except (DownloadCancelled, ModelSetupError):
         raise
     except HfHubHTTPError as exc:
+        if _status(exc) == "HTTP 404":
+            raise _NotOnServer() from exc
         raise ModelSetupError(
             f"Could not download {item.remote} from {repo}: the server answered {_status(exc)}. "
             "Check the internet connection (or set HF_ENDPOINT to a mirror) and try again; finished files are kept."
@@ -389,6 +404,10 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
             f"Could not download {item.remote} from {repo} ({first}). Check the internet connection and try "
             "again; the partial download is kept and will be resumed."
         ) from exc
+
+
+class _NotOnServer(Exception):
+    pass
 
 
 def _status(exc: Exception) -> str:
