@@ -663,6 +663,10 @@ def run(
     try:
         setup_logging(dirs.log)
         eng, find_model_dir = make_engine(engine, standin, dirs)
+        if on_setup_models is None and find_model_dir is not None:  # the real engine: the model downloader
+            from desktop.setup_dialog import setup_models
+
+            on_setup_models = setup_models
         StudioApp(
             root,
             eng,
