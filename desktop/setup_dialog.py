@@ -14,6 +14,7 @@ import tkinter as tk
 import traceback
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from tkinter import ttk
@@ -32,6 +33,7 @@ SOURCES = (
 )
 POST_EVERY_S = 0.1  # the worker posts byte progress at most this often per file
 SPEED_WINDOW_S = 5.0
+STALL_S = 3.0  # no bytes for this long: 'waiting for the server'
 
 
 def human_size(n: int | float | None) -> str:
@@ -117,6 +119,8 @@ class SetupDialog(tk.Toplevel):
         self._samples: deque[tuple[float, int]] = deque()
         self._speed: float | None = None
         self._closed = False
+        self._last_bytes_at: float | None = None
+        self._tick_id: str | None = None
         self.clock: Callable[[], float] = time.monotonic  # for the speed estimate (tests replace it)
 
         mirror = endpoint or os.environ.get("HF_ENDPOINT", "")
@@ -199,7 +203,7 @@ class SetupDialog(tk.Toplevel):
                   justify="left").pack(anchor="w", fill="x")
         self.details_button = ttk.Button(self.error_frame, text="Details \u25b8", command=self.toggle_details)
         self.details_button.pack(anchor="w", pady=(4, 0))
-        self.details = tk.Text(self.error_frame, height=8, width=80, wrap="none")
+        self.details = tk.Text(self.error_frame, height=8, width=80, wrap="word")
 
         buttons = ttk.Frame(body)
         buttons.pack(fill="x", side="bottom", pady=(10, 0))
@@ -333,12 +337,11 @@ class SetupDialog(tk.Toplevel):
         def work(job: Job, post: Callable[[str, Any], None]) -> list[models.FileStatus]:
             statuses = models.check(folder, verify=True, include_optional=include, manifest=manifest)
             todo = models.problems(statuses, include_optional=include)
-            plan = []
-            for status in todo:
-                if job.cancel.is_set():
-                    raise models.DownloadCancelled("Download cancelled.")
-                plan.append(PlannedFile(status.item.local, status.item.what, remote_size(status.item, source, endpoint)))
-            post("plan", plan)
+            with ThreadPoolExecutor(max_workers=8) as pool:  # sizes for the overall bar, asked in parallel
+                sizes = list(pool.map(lambda s: remote_size(s.item, source, endpoint), todo))
+            if job.cancel.is_set():
+                raise models.DownloadCancelled("Download cancelled.")
+            post("plan", [PlannedFile(s.item.local, s.item.what, size) for s, size in zip(todo, sizes, strict=True)])
             last: dict[str, float] = {}
 
             def on_bytes(name: str, done: int, total: int | None) -> None:
@@ -359,8 +362,20 @@ class SetupDialog(tk.Toplevel):
             )
 
         self.job = self.worker.start("model-download", work, self._done, self._failed, self._message)
+        self._last_bytes_at = self.clock()
         self._buttons()
+        self._tick()
         return self.job
+
+    def _tick(self) -> None:
+        """While downloading: say so when the server has sent nothing for a while (the speed would be stale)."""
+        self._tick_id = None
+        if self._closed:
+            return
+        if self._last_bytes_at is not None and self.clock() - self._last_bytes_at > STALL_S:
+            self.speed_label.set("waiting for the server\u2026")
+        if self.job is not None:
+            self._tick_id = self.after(500, self._tick)
 
     def cancel(self) -> None:
         if self.job is not None and self.state.get() == "downloading":
@@ -376,11 +391,14 @@ class SetupDialog(tk.Toplevel):
             self.plan = payload
             for p in self.plan:
                 self.file_total[p.local] = p.size
+                if p.size is not None and self.tree.exists(p.local):
+                    self.tree.set(p.local, "size", human_size(p.size))
         elif kind == "file":
             i, n, local, what = payload
             self.current = local
             self.file_done.setdefault(local, 0)
             self.file_progress.set(0)
+            self.file_bytes.set("")
             if self.state.get() == "downloading":
                 self.file_label.set(f"File {i + 1} of {n}: {local} ({what})")
             self._set_row(local, "fetching")
@@ -397,6 +415,7 @@ class SetupDialog(tk.Toplevel):
             self.file_bytes.set(f"{human_size(done)} of {human_size(total)}" if total else human_size(done))
             if first:
                 self._samples.clear()  # a resumed file starts with the bytes already on disk: not speed
+            self._last_bytes_at = self.clock()
             self._update_overall()
 
     def _set_row(self, local: str, state: str) -> None:
@@ -479,6 +498,9 @@ class SetupDialog(tk.Toplevel):
         if self.job is not None:
             self.job.cancel.set()
         self._closed = True
+        if self._tick_id is not None:
+            self.after_cancel(self._tick_id)
+            self._tick_id = None
         try:
             self.destroy()
         except tk.TclError:

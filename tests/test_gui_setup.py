@@ -159,6 +159,8 @@ def test_cancel_mid_download_leaves_no_half_file_and_retry_finishes(display, tmp
             assert str(dlg.start_button.cget("text")) == "Retry" and str(dlg.start_button.cget("state")) == "normal"
             assert str(dlg.cancel_button.cget("state")) == "disabled"
             assert rows(dlg)["gpt.pth"] == "stopped"
+            gpt_size = tiny_sources()["gpt.pth"].stat().st_size  # from the server's answer (no size in the manifest)
+            assert dlg.tree.set("gpt.pth", "size") == human_size(gpt_size)
             assert app.first_run_visible and app.model_dir == folder
 
             del hub.slow[(MAIN, "gpt.pth")]
@@ -271,6 +273,12 @@ def test_speed_and_time_left(display, tmp_path):
         clock[0] += 4
         dlg._message("bytes", ("s2mel.pth", 12_000_000, 30_000_000))
         assert dlg.speed_label.get() == "2.0 MB/s \u00b7 about 9 s left"
+        clock[0] += 2
+        dlg._tick()
+        assert dlg.speed_label.get() == "2.0 MB/s \u00b7 about 9 s left"
+        clock[0] += 2  # nothing for 4 s: the rate is stale
+        dlg._tick()
+        assert dlg.speed_label.get() == "waiting for the server\u2026"
         assert human_duration(75) == "1 min 15 s" and human_duration(3 * 3600 + 120) == "3 h 02 min"
         assert human_size(2_322_063_736) == "2.32 GB" and human_size(9343) == "9 kB"
     finally:
