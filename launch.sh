@@ -21,13 +21,16 @@ fail() { printf '[launch] ERROR: %s\n' "$*" >&2; exit 1; }
 
 python_bin="${INDEXTTS_PYTHON:-}"
 if [ -z "$python_bin" ]; then
-  for candidate in python3.12 python3.11 python3.10 python3; do
-    if command -v "$candidate" >/dev/null 2>&1; then python_bin="$candidate"; break; fi
+  # the first interpreter that actually runs and is 3.10+ (pyenv shims may exist for versions not installed)
+  for candidate in python3 python3.12 python3.11 python3.10; do
+    if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1; then
+      python_bin="$candidate"; break
+    fi
   done
 fi
 [ -n "$python_bin" ] || fail "Python 3.10+ not found. Install it (e.g. 'sudo apt install python3 python3-venv' or from python.org) and run again."
 "$python_bin" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-  || fail "$python_bin is older than 3.10. Install Python 3.10 or newer and run again."
+  || fail "$python_bin is not a working Python 3.10 or newer. Install Python 3.10+ and run again."
 "$python_bin" -c 'import tkinter' 2>/dev/null \
   || say "note: Tk is missing for $python_bin (Debian/Ubuntu: sudo apt install python3-tk); the app window needs it."
 
