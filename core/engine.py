@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -68,6 +69,19 @@ def file_digest(path: Path) -> str:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+_T = TypeVar("_T")
+
+
+def _read_clip(loader: Callable[[str | Path], _T], clip: str | Path, role: str) -> _T:
+    """``loader(clip)`` with an unreadable/silent/too-short clip reported as a one-line EngineError."""
+    from .audio import AudioError
+
+    try:
+        return loader(clip)
+    except AudioError as exc:
+        raise EngineError(f"The {role} clip cannot be used: {exc}") from exc
 
 
 @dataclass
@@ -270,7 +284,7 @@ class Engine:
             if cached is not None:
                 self._voices[key] = cached
                 return cached
-        audio = load_speaker_audio(clip)
+        audio = _read_clip(load_speaker_audio, clip, "voice")
         spec = self.cfg.s2mel.preprocess_params
         sp = spec.spect_params
         if spk_cond_emb is None:
@@ -295,20 +309,20 @@ class Engine:
         from .audio import load_emotion_audio
 
         self._require_loaded()
-        key = self._clip_key(Path(clip))
+        key = self._clip_key(Path(clip), "emotion")
         if key not in self._emotions:
             cached = self._load_cached(key, "emo")
             if cached is not None:
                 self._emotions[key] = cached["emo_cond_emb"].to(self.device)
             else:
-                emb = self._semantic_features(load_emotion_audio(clip).to(self.device))
+                emb = self._semantic_features(_read_clip(load_emotion_audio, clip, "emotion").to(self.device))
                 self._emotions[key] = emb
                 self._save_cached(key, "emo", {"emo_cond_emb": emb})
         return self._emotions[key]
 
-    def _clip_key(self, clip: Path) -> str:
+    def _clip_key(self, clip: Path, role: str = "voice") -> str:
         if not clip.is_file():
-            raise EngineError(f"Voice clip not found: {clip}. Choose an existing audio file.")
+            raise EngineError(f"{role.capitalize()} clip not found: {clip}. Choose an existing audio file.")
         return file_digest(clip)[:32]
 
     def _cache_path(self, key: str, kind: str) -> Path | None:
