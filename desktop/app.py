@@ -57,9 +57,9 @@ def placeholder_setup(app: StudioApp) -> None:
         parent=app.root,
         title="Model setup",
         message=(
-            "The built-in model downloader is not available in this build yet. Download the IndexTeam/IndexTTS-2 "
-            f"model files into {app.model_dir or app.dirs.data / 'models'} (or choose the folder that holds them), "
-            "then press Retry."
+            "The model downloader works with the IndexTTS-2 engine (start the app without --standin, or run "
+            "'python main.py models download'). Put the IndexTeam/IndexTTS-2 model files into "
+            f"{app.model_dir or app.dirs.data / 'models'} (or choose the folder that holds them), then press Retry."
         ),
     )
 

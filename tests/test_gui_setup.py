@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from hub_server import HubServer
-from test_gui_fixtures import close_studio, display, make_studio, pump, wait_until  # noqa: F401
+from test_gui_fixtures import close_studio, display, make_studio, wait_until  # noqa: F401
 from test_models import TINY_MANIFEST, serve_all, tiny_sources
 
 from core import models
@@ -78,7 +78,10 @@ def test_complete_download_sets_the_folder_and_the_real_engine_loads(display, tm
         serve_all(hub)
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)  # the mirror field defaults to $HF_ENDPOINT
         studio = make_studio(
-            home, engine=engine, model_dir=folder, on_setup_models=functools.partial(setup_models, manifest=TINY_MANIFEST)
+            home,
+            engine=engine,
+            model_dir=folder,
+            on_setup_models=functools.partial(setup_models, manifest=TINY_MANIFEST),
         )
         app, root = studio.app, studio.root
         try:
@@ -234,11 +237,16 @@ def test_complete_folder_is_used_without_network(display, tmp_path):
         (folder / m.local).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tiny_sources()[m.local], folder / m.local)
     used: list[Path] = []
+    answers = [str(folder)]
     root = __import__("tkinter").Tk()
     try:
         worker = Worker(root)
-        dlg = SetupDialog(root, folder, worker=worker, on_done=used.append, manifest=manifest,
-                          endpoint="http://127.0.0.1:9")
+        dlg = SetupDialog(root, tmp_path / "empty", worker=worker, on_done=used.append, manifest=manifest,
+                          endpoint="http://127.0.0.1:9", dialog=lambda kind, **o: answers.pop(0))
+        assert rows(dlg) == {"config.yaml": "missing", "bpe.model": "missing"}
+        assert str(dlg.start_button.cget("text")) == "Download"
+        dlg.change_button.invoke()  # the folder that already holds the files
+        assert dlg.folder.get() == str(folder) and answers == []
         assert rows(dlg) == {} and "Every model file is present" in dlg.summary.get()
         assert str(dlg.start_button.cget("text")) == "Use this folder"
         dlg.start_button.invoke()
@@ -312,5 +320,6 @@ def test_run_uses_the_setup_dialog_for_the_real_engine(display, tmp_path, monkey
     monkeypatch.setattr(app_mod, "StudioApp", Recording)
     monkeypatch.setattr(tk.Tk, "mainloop", fake_mainloop)
     shown = []
-    assert app_mod.run(model_dir=empty, dirs=AppDirs.under(tmp_path / "home"), dialog=lambda k, **o: shown.append(o)) == 0
+    dirs = AppDirs.under(tmp_path / "home")
+    assert app_mod.run(model_dir=empty, dirs=dirs, dialog=lambda k, **o: shown.append(o)) == 0
     assert len(apps) == 1 and apps[0].on_setup_models is setup_models and shown == []
