@@ -64,6 +64,9 @@ def write_wav_atomic(path: Path, audio, sample_rate: int, *, overwrite: bool = F
     try:
         with os.fdopen(fd, "wb") as fh:
             sf.write(fh, audio, sample_rate, subtype="PCM_16", format="WAV")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should be an ordinary file
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -71,6 +74,17 @@ def write_wav_atomic(path: Path, audio, sample_rate: int, *, overwrite: bool = F
             raise EngineError(f"Could not write {path}: {exc.strerror or exc}.") from exc
         raise
     return path
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when ``folder`` cannot take a new file (read-only, no permission, full disk)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".indextts-probe-", dir=folder)
+    except OSError as exc:
+        raise EngineError(f"Cannot write to the output folder {folder}: {exc.strerror or exc}. "
+                          "Choose another --out location.") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _add_generation(p: argparse.ArgumentParser) -> None:
@@ -139,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emo-text", help="describe the emotion in words ('' = use the text itself)")
     s.add_argument("--emo-random", action="store_true", help="with --emo-vector: pick speaker-matrix rows at random")
     s.add_argument("--model-dir", help="model folder")
+    s.add_argument("--cache-dir", help="voice cache folder (default: the user cache folder)")
     s.add_argument("--device", default="auto", help="auto, cuda, cpu or mps")
     s.add_argument("--fp16", action="store_true", help="half precision GPT on CUDA")
     s.add_argument("--quiet", action="store_true")
@@ -172,7 +187,7 @@ def run(argv: list[str]) -> int:
             print(text)
             return 0 if ok else 1
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
@@ -185,7 +200,7 @@ def _models(a: argparse.Namespace) -> int:
 
     model_dir = models.locate_model_dir(a.dir)
     if a.action == "check":
-        statuses = models.check(model_dir, verify_hash=a.verify)
+        statuses = models.check(model_dir, verify=a.verify)
         bad = models.problems(statuses)
         if not a.quiet:
             print(f"Model folder: {model_dir}")
@@ -254,20 +269,30 @@ def _synth(a: argparse.Namespace) -> int:
 
     settings = _settings(a)
     jobs = _jobs(a)
-    for text, voice, out, emotion, overwrite in jobs:
+    for text, voice, out, emotion, overwrite in jobs:  # every job is checked before the models load
+        if not isinstance(text, str) or not text.strip():
+            raise EngineError(f"The text for {out} is empty.")
         if not voice:
             raise EngineError("Pass --voice clip.wav: the voice to clone.")
         if not Path(voice).is_file():
             raise EngineError(f"Voice clip not found: {voice}.")
         emotion.validate()
+        if emotion.mode == "audio" and not Path(emotion.audio).is_file():
+            raise EngineError(f"Emotion clip not found: {emotion.audio}.")
         if Path(out).exists() and not overwrite:
             raise EngineError(f"{out} already exists; choose another name or pass --overwrite.")
-        if not Path(out).resolve().parent.is_dir():
-            raise EngineError(f"Output folder {Path(out).resolve().parent} does not exist.")
+        folder = Path(out).resolve().parent
+        if not folder.is_dir():
+            raise EngineError(f"Output folder {folder} does not exist.")
+        check_writable(folder)
     model_dir = models.locate_model_dir(a.model_dir)
-    from platformdirs import user_cache_dir
+    if a.cache_dir:
+        cache_dir = Path(a.cache_dir)
+    else:
+        from platformdirs import user_cache_dir
 
-    engine = Engine(cache_dir=Path(user_cache_dir(models.APP_NAME, appauthor=False)) / "voices")
+        cache_dir = Path(user_cache_dir(models.APP_NAME, appauthor=False)) / "voices"
+    engine = Engine(cache_dir=cache_dir)
     bar = _Bar(quiet=a.quiet)
     engine.load(model_dir, device=a.device, fp16=a.fp16, on_progress=bar)
     cancel = threading.Event()

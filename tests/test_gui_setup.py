@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hub_server import HubServer
 from test_gui_fixtures import close_studio, display, make_studio, wait_until  # noqa: F401
-from test_models import TINY_MANIFEST, serve_all, tiny_sources
+from tiny_models import TINY_MANIFEST, serve_all, tiny_sources
 
 from core import models
 from desktop.setup_dialog import SetupDialog, human_duration, human_size, setup_models
