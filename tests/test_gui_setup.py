@@ -1,7 +1,7 @@
 """The first-run model setup dialog under Xvfb, downloading from a loopback server that answers like the HF hub.
 
 The server serves the tiny reference checkpoints in the release layout (``tiny_sources``/``TINY_MANIFEST`` from
-test_models); the dialog runs the real downloader in a worker thread and the tests drive its real widgets.
+tiny_models); the dialog runs the real downloader in a worker thread and the tests drive its real widgets.
 """
 
 from __future__ import annotations
