@@ -350,6 +350,29 @@ def download(
     return check(model_dir, include_optional=include_optional, manifest=manifest)
 
 
+def _source_repo(item: ModelFile, source: str, endpoint: str | None) -> tuple[str, str | None]:
+    """(repo id, endpoint) for a download source: ``hf`` (or a mirror endpoint) or ``modelscope``."""
+    if source == "modelscope":
+        return MODELSCOPE_REPOS.get(item.repo, item.repo), endpoint or "https://www.modelscope.cn/models"
+    if source != "hf":
+        raise ModelSetupError(f"Unknown download source {source!r}; use 'hf' or 'modelscope'.")
+    return item.repo, endpoint
+
+
+def remote_size(item: ModelFile, source: str = "hf", endpoint: str | None = None, timeout: float = 10.0) -> int | None:
+    """The file's size from the manifest, else from the server's answer; None when unknown (never raises)."""
+    if item.size is not None:
+        return item.size
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        repo, endpoint = _source_repo(item, source, endpoint)
+        return get_hf_file_metadata(hf_hub_url(repo, item.remote, endpoint=endpoint), timeout=timeout).size
+    except Exception as exc:  # noqa: BLE001 - sizes only feed progress displays
+        log.info("size of %s unknown: %s", item.local, exc)
+        return None
+
+
 def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None, on_bytes: ByteProgress | None,
            cancel: threading.Event | None) -> Path:
     """Download one file into ``staging`` as ``<name>.part``, resuming a previous partial transfer of the same
@@ -359,12 +382,7 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    repo = item.repo
-    if source == "modelscope":
-        repo = MODELSCOPE_REPOS.get(repo, repo)
-        endpoint = endpoint or "https://www.modelscope.cn/models"  # HF-compatible resolve/ URLs
-    elif source != "hf":
-        raise ModelSetupError(f"Unknown download source {source!r}; use 'hf' or 'modelscope'.")
+    repo, endpoint = _source_repo(item, source, endpoint)
     part = staging / repo.replace("/", "--") / (item.remote + ".part")
     tag_file = part.with_name(part.name + ".etag")
     try:

@@ -61,23 +61,6 @@ class PlannedFile:
     size: int | None  # bytes, None when neither the manifest nor the server said
 
 
-def remote_size(item: models.ModelFile, source: str, endpoint: str | None, timeout: float = 10.0) -> int | None:
-    """The file's size from the manifest, else from the server's HEAD answer; None when unknown (never raises)."""
-    if item.size is not None:
-        return item.size
-    try:
-        from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-        repo = item.repo
-        if source == "modelscope":
-            repo = models.MODELSCOPE_REPOS.get(repo, repo)
-            endpoint = endpoint or "https://www.modelscope.cn/models"
-        return get_hf_file_metadata(hf_hub_url(repo, item.remote, endpoint=endpoint), timeout=timeout).size
-    except Exception as exc:  # noqa: BLE001 - sizes are only for the progress display
-        log.info("size of %s unknown: %s", item.local, exc)
-        return None
-
-
 def describe_setup_error(exc: BaseException) -> tuple[str, str]:
     """(short message, details) for a failed download."""
     if isinstance(exc, models.ModelSetupError):
@@ -338,7 +321,7 @@ class SetupDialog(tk.Toplevel):
             statuses = models.check(folder, verify=True, include_optional=include, manifest=manifest)
             todo = models.problems(statuses, include_optional=include)
             with ThreadPoolExecutor(max_workers=8) as pool:  # sizes for the overall bar, asked in parallel
-                sizes = list(pool.map(lambda s: remote_size(s.item, source, endpoint), todo))
+                sizes = list(pool.map(lambda s: models.remote_size(s.item, source, endpoint), todo))
             if job.cancel.is_set():
                 raise models.DownloadCancelled("Download cancelled.")
             post("plan", [PlannedFile(s.item.local, s.item.what, size) for s, size in zip(todo, sizes, strict=True)])

@@ -55,7 +55,8 @@ class HubServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("X-Error-Code", "EntryNotFound" if code == 404 else "ServerError")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":  # a HEAD answer has no body (it would corrupt a kept-alive connection)
+                    self.wfile.write(body)
 
             def do_HEAD(self):
                 key, data = self._lookup()
