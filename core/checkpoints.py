@@ -122,8 +122,15 @@ def fold_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str | Path, what: str = "Checkpoint") -> None:
-    """``module.load_state_dict(state, strict=True)`` with a message that lists what does not fit."""
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str | Path, what: str = "Checkpoint",
+    assign: bool = False,
+) -> None:
+    """``module.load_state_dict(state, strict=True)`` with a message that lists what does not fit.
+
+    ``assign=True`` adopts the given tensors instead of copying them (for a model built on the ``meta`` device:
+    big checkpoints are then never held twice nor randomly initialised first).
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -139,4 +146,4 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, source:
                 more = f" ... (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise CheckpointError(f"{what} {source} does not match the model ({'; '.join(parts)}). {_FIX}")
-    module.load_state_dict(dict(state), strict=True)
+    module.load_state_dict(dict(state), strict=True, assign=assign)

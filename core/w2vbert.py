@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,10 +231,8 @@ class W2VBert(nn.Module):
         # tensors instead of copying them: the 2.3 GB of weights are never held twice and never randomly inited.
         with torch.device("meta"):
             model = cls(cfg)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
-            load_strict(model, state, source=weights, what="w2v-BERT weights")
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+        load_strict(model, {k: v.float() for k, v in state.items()}, source=weights, what="w2v-BERT weights",
+                    assign=True)
         log.info("loaded w2v-BERT (%d layers, hidden %d) from %s", cfg.num_hidden_layers, cfg.hidden_size, directory)
         return model.eval()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -280,12 +279,8 @@ class UnifiedVoice(nn.Module):
             state = {k: v for k, v in state.items() if k not in stray}
         with torch.device("meta"):
             model = cls(cfg)
-        # Validate keys and shapes (load_strict raises a CheckpointError listing what does not fit); its copy
-        # onto the meta tensors is a no-op. Then adopt the loaded tensors without a second copy (3.5 GB real).
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*meta parameter.*")
-            load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)")
-        model.load_state_dict(state, strict=True, assign=True)
+        # Strict keys/shapes check, then adopt the loaded tensors without a second copy (3.5 GB real).
+        load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)", assign=True)
         del state
         model.eval().requires_grad_(False)
         model = model.to(device=device, dtype=dtype)
