@@ -82,6 +82,22 @@ def _case_inputs(meta, gen, case: str):
     return text, gen["greedy.speech_conditioning_latent"], emovec
 
 
+def _stop_step(meta, model) -> int:
+    """Decode step at which the tiny GPT of this set emits its built-in stop token (from the golden codes).
+
+    Every golden decode of a set stops at the same step (the stop is tied to a mel position); the step differs
+    between sets, so tests that cap max_mel_tokens keep the cap at or below it.
+    """
+    stop = model.cfg.stop_mel_token
+    steps = []
+    for info in meta["generation"].values():
+        codes = list(info["codes"])
+        steps.append(codes.index(stop) if stop in codes else len(codes))
+        if "first_step_with_stop_in_top3" in info:
+            steps.append(int(info["first_step_with_stop_in_top3"]))
+    return min(steps)
+
+
 def _case_settings(info: dict, limit: int) -> GenerationConfig:
     return GenerationConfig(
         do_sample=False,
@@ -347,10 +363,15 @@ def test_sampling_is_reproducible_with_a_seed(model, meta, gen, beams):
 
 def test_max_tokens_flag_and_cancel(model, meta, gen):
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
-    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=1, max_mel_tokens=5))
-    assert hit_max and codes.tolist() == gen["greedy.codes"][0, :5].tolist()
-    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=3, max_mel_tokens=4))
-    assert hit_max and len(codes) == 4
+    stop_step = _stop_step(meta, model)
+    n = max(1, min(5, stop_step))  # the cap must end the decode before the built-in stop does
+    greedy = _case_settings(meta["generation"]["greedy"], model.cfg.max_mel_tokens)
+    greedy.max_mel_tokens = n
+    codes, hit_max = model.generate(text, spk, emovec, greedy)
+    assert hit_max == (stop_step >= n) and codes.tolist() == gen["greedy.codes"][0, : min(n, stop_step)].tolist()
+    n = max(1, min(4, stop_step))
+    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=3, max_mel_tokens=n))
+    assert hit_max == (stop_step >= n) and len(codes) == min(n, stop_step)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
@@ -425,10 +446,11 @@ def test_decode_runs_the_prompt_once_and_one_batched_step_per_token(model, meta,
         model.gpt, "step", lambda x, cache, pos, mask: calls["step"].append((x.shape, pos)) or step(x, cache, pos, mask)
     )
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
-    settings = GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=6)
+    n = max(2, min(6, _stop_step(meta, model)))  # the cap, not the built-in stop, ends the decode
+    settings = GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=n)
     codes, hit_max = model.generate(text, spk, emovec, settings)
-    assert hit_max and len(codes) == 6
+    assert hit_max and len(codes) == n
     assert len(calls["prefill"]) == 1
     p1 = calls["prefill"][0][1]
-    assert [c[0][0] for c in calls["step"]] == [beams] * 5
-    assert [c[1] for c in calls["step"]] == list(range(p1, p1 + 5))
+    assert [c[0][0] for c in calls["step"]] == [beams] * (n - 1)
+    assert [c[1] for c in calls["step"]] == list(range(p1, p1 + n - 1))
