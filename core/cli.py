@@ -265,7 +265,6 @@ def _jobs(a: argparse.Namespace) -> list[tuple[str, str, str, Emotion, bool]]:
 
 def _synth(a: argparse.Namespace) -> int:
     from . import models
-    from .engine import Engine
 
     settings = _settings(a)
     jobs = _jobs(a)
@@ -285,6 +284,8 @@ def _synth(a: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise EngineError(f"Output folder {folder} does not exist.")
         check_writable(folder)
+    from .engine import Engine  # torch: only once the input is known to be usable
+
     model_dir = models.locate_model_dir(a.model_dir)
     if a.cache_dir:
         cache_dir = Path(a.cache_dir)
