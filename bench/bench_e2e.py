@@ -1,0 +1,237 @@
+"""The whole engine on the CPU with the real configuration and random weights: a 3-segment text, end to end.
+
+Every stage has its released size (config.yaml: GPT 24 x 1280, s2mel DiT 13 x 512, semantic codec; w2v-BERT 2.0
+1024 wide (the 17 layers IndexTTS2 reads); CAMPPlus; BigVGAN v2 22 kHz, 1536 channels). Weights are random, built
+in memory, which does not change the cost. The GPT's stop token is disabled so each segment decodes exactly
+``--codes`` mel codes (``max_mel_tokens`` = codes; the engine then warns that the limit was hit, as expected).
+Decoding uses upstream's defaults (sampling, 3 beams) unless ``--greedy``. The run goes through
+``Engine.synthesize_stream``, so the time to the first segment is what a listener would wait.
+
+Prints the seconds of every stage (summed over segments), the total, the time to the first segment, the
+seconds per segment, the real-time factor and the peak RSS (``resource.getrusage``).
+
+    python bench/bench_e2e.py [--config data/config.yaml] [--codes 50] [--steps 25] [--ref-seconds 10]
+                              [--threads 2] [--greedy]
+    python bench/bench_e2e.py --codes 10 --steps 5 --ref-seconds 3      # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_bigvgan import random_model as random_bigvgan  # noqa: E402
+from bench_gpt import random_model as random_gpt  # noqa: E402
+from bench_w2vbert import REAL_CONFIG as W2V_REAL  # noqa: E402
+
+from core.api import Emotion, GenerationSettings  # noqa: E402
+from core.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
+from core.config import IndexTTSConfig, load_config  # noqa: E402
+from core.engine import Engine  # noqa: E402
+from core.gpt.emotion import EmotionMatrices  # noqa: E402
+from core.s2mel import S2Mel  # noqa: E402
+from core.semantic_codec import SemanticCodec  # noqa: E402
+from core.text import TextFrontend  # noqa: E402
+from core.w2vbert import SEMANTIC_LAYER, SemanticEncoder, W2VBert, W2VBertConfig  # noqa: E402
+
+TEXT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening, counting each of the two hundred steps "
+    "aloud while the wind rattled the salt-stained windows, the gulls settled on the black rocks below, and the "
+    "last of the daylight drained slowly out of the sky above the harbour. "
+    "When the great lamp finally turned, its beam swept across the dark water and reached the small fishing "
+    "boats that were still making their slow way home through the rising swell, the cold spray and the "
+    "thickening fog that rolled in from the open sea every autumn. "
+    "Nobody in the village could remember a single night when the light had failed, and the keeper intended to "
+    "make quite sure that nobody ever would, no matter how fierce the storms of the coming winter might become "
+    "or how long the nights would grow. He wrote every passing ship into the heavy logbook on the desk, "
+    "trimmed the wicks, polished the brass until it shone, and only then allowed himself a cup of tea by the "
+    "small window, watching the beam turn and turn again until the first grey light of morning appeared."
+)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def default_config() -> Path:
+    from reference import reference_root
+
+    return reference_root() / "data" / "config.yaml"
+
+
+def random_w2v() -> SemanticEncoder:
+    """Full-width w2v-BERT 2.0 with only the layers IndexTTS2 reads, random weights, no throwaway init."""
+    cfg = W2VBertConfig.from_hf(W2V_REAL, source="bench_w2vbert.REAL_CONFIG")
+    with torch.device("meta"):
+        model = W2VBert(cfg)
+    model.keep_layers(SEMANTIC_LAYER)
+    model = model.to_empty(device="cpu").eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.02, generator=gen)
+            else:
+                p.zero_()
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+                m.weight.fill_(1.0)
+    hidden = cfg.hidden_size
+    return SemanticEncoder(model, torch.randn(hidden, generator=gen) * 0.1, torch.rand(hidden, generator=gen) + 0.5)
+
+
+def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, float]]:
+    """An Engine whose every stage has the configured (released) size, random weights; seconds per build."""
+    built: dict[str, float] = {}
+
+    def timed(name: str, make: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = make()
+        built[name] = time.perf_counter() - t
+        return out
+
+    torch.manual_seed(0)
+    gpt_cfg = cfg.require("gpt")
+    eng = Engine()
+    eng.frontend = timed("text", lambda: TextFrontend(bpe))
+    eng.semantic = timed("w2v-BERT", random_w2v)
+    eng.codec = timed("semantic codec", lambda: SemanticCodec(cfg.require("semantic_codec")).eval())
+    eng.campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
+    eng.gpt = timed("GPT", lambda: random_gpt(gpt_cfg))  # stop token disabled: exactly max_mel_tokens codes
+    eng.s2mel = timed("s2mel", lambda: S2Mel(cfg.require("s2mel"), gpt_dim=gpt_cfg.model_dim).eval())
+    eng.vocoder = timed("BigVGAN", random_bigvgan)
+    rows = sum(cfg.emo_num)
+    eng.emotions = EmotionMatrices.from_tensors(
+        torch.randn(rows, eng.campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
+    )
+    eng.cfg, eng.paths, eng.device = cfg, None, torch.device("cpu")
+    return eng, built
+
+
+class StageClock:
+    """Wraps engine methods to add up the seconds spent in each stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, obj: Any, method: str, stage: str) -> None:
+        inner = getattr(obj, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t
+                self.calls[stage] += 1
+
+        setattr(obj, method, timed)
+
+
+def instrument(eng: Engine) -> StageClock:
+    clock = StageClock()
+    clock.wrap(eng.semantic, "embed", "w2v-BERT (speaker + emotion)")
+    clock.wrap(eng.codec, "quantize", "semantic codec (quantize)")
+    clock.wrap(eng.campplus, "forward", "CAMPPlus")
+    clock.wrap(eng.gpt, "get_conditioning", "GPT speaker conditioning")
+    clock.wrap(eng.gpt, "merge_emovec", "GPT emotion conditioning")
+    clock.wrap(eng.gpt, "generate", "GPT decode")
+    clock.wrap(eng.gpt, "latent", "GPT latent pass")
+    clock.wrap(eng.codec, "vq2emb", "semantic codec (vq2emb)")
+    clock.wrap(eng.s2mel.length_regulator, "forward", "length regulator")
+    clock.wrap(eng.s2mel.cfm, "inference", "s2mel CFM (diffusion)")
+    clock.wrap(eng.vocoder, "forward", "BigVGAN")
+    return clock
+
+
+def write_clip(path: Path, seconds: float, sr: int = 24000) -> Path:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    sf.write(path, (tone + 0.02 * rng.standard_normal(t.size)).astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="IndexTTS-2 config.yaml (default: reference data)")
+    parser.add_argument("--codes", type=int, default=50, help="mel codes per segment (exactly)")
+    parser.add_argument("--steps", type=int, default=25, help="diffusion steps")
+    parser.add_argument("--ref-seconds", type=float, default=10.0, help="length of the reference clip")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--greedy", action="store_true", help="greedy, 1 beam (default: upstream sampling, 3 beams)")
+    parser.add_argument("--max-text-tokens", type=int, default=120, help="text tokens per segment")
+    parser.add_argument("--text", default=TEXT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = args.config or default_config()
+    cfg = load_config(config)
+
+    t0 = time.perf_counter()
+    eng, built = build_engine(cfg, config.parent / cfg.bpe_model)
+    params = {
+        name: sum(p.numel() for p in getattr(eng, attr).parameters()) / 1e6
+        for name, attr in (("w2v-BERT", "semantic"), ("codec", "codec"), ("CAMPPlus", "campplus"), ("GPT", "gpt"),
+                           ("s2mel", "s2mel"), ("BigVGAN", "vocoder"))
+    }
+    print(f"config {config}; torch {torch.__version__}, {args.threads} threads; load average "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(f"models built in {time.perf_counter() - t0:.1f} s ("
+          + ", ".join(f"{k} {v:.1f} s" for k, v in built.items()) + "); M params: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in params.items()) + f"; RSS {peak_rss_mib():.0f} MiB")
+
+    segments = eng.split_text(args.text, args.max_text_tokens)
+    print(f"text: {len(segments)} segment(s) of at most {args.max_text_tokens} tokens; {args.codes} codes each "
+          f"(stop token disabled); {args.steps} diffusion steps; "
+          + ("greedy" if args.greedy else "upstream sampling, 3 beams"))
+    settings = GenerationSettings(
+        max_mel_tokens=args.codes, diffusion_steps=args.steps, max_text_tokens_per_segment=args.max_text_tokens,
+        seed=0, **({"do_sample": False, "num_beams": 1} if args.greedy else {}),
+    )
+    clock = instrument(eng)
+    with tempfile.TemporaryDirectory() as tmp:
+        voice = write_clip(Path(tmp) / "voice.wav", args.ref_seconds)
+        start = time.perf_counter()
+        arrivals: list[float] = []
+        samples = 0
+        for seg in eng.synthesize_stream(args.text, voice, Emotion(), settings):
+            arrivals.append(time.perf_counter() - start)
+            samples += seg.audio.size
+        total = time.perf_counter() - start
+
+    audio_seconds = samples / 22050
+    print(f"\nreference clip {args.ref_seconds:.1f} s -> {len(arrivals)} segments, {audio_seconds:.2f} s of audio")
+    print(f"{'stage':32s} {'seconds':>8s} {'calls':>6s}")
+    for stage, sec in clock.seconds.items():
+        print(f"{stage:32s} {sec:8.2f} {clock.calls[stage]:6d}")
+    other = total - sum(clock.seconds.values())
+    print(f"{'other (audio load, mel, fbank...)':32s} {other:8.2f}")
+    print(f"{'total':32s} {total:8.2f}")
+    per_segment = [b - a for a, b in zip([0.0, *arrivals], arrivals)]
+    print(f"time to first segment: {arrivals[0]:.2f} s; per segment: " + ", ".join(f"{s:.2f}" for s in per_segment)
+          + " s")
+    print(f"real-time factor: {total / audio_seconds:.2f} (wall seconds per second of audio)")
+    print(f"peak RSS: {peak_rss_mib():.0f} MiB; load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()
