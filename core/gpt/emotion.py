@@ -110,12 +110,12 @@ class EmotionMatrices:
             return [int(torch.randint(0, n, (1,), generator=generator)) for n in self.emo_num]
         if style is None:
             raise ValueError("emotion-vector mode needs the speaker's CAMPPlus style vector (or use_random=True)")
-        query = style.float().reshape(1, -1).to(self.spk_groups[0].device)
-        if query.shape[1] != self.spk_groups[0].shape[1]:
+        if style.numel() != self.spk_groups[0].shape[1]:
             raise ValueError(
-                f"style vector has {query.shape[1]} values, the speaker matrix rows have {self.spk_groups[0].shape[1]}"
+                f"style vector has {style.numel()} values, the speaker matrix rows have {self.spk_groups[0].shape[1]}"
             )
-        return [int(torch.argmax(F.cosine_similarity(query, group, dim=1))) for group in self.spk_groups]
+        per_group = torch.split(self.cosine_similarities(style), self.emo_num)
+        return [int(torch.argmax(similarities)) for similarities in per_group]
 
     def mix(
         self,

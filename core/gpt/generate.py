@@ -23,18 +23,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from core.api import Cancelled
-
-if TYPE_CHECKING:
-    from core.gpt.model import UnifiedVoice
-
-from core.gpt.model import FAKE_PROMPT_ID, _as_id_tensor
+from core.gpt.model import FAKE_PROMPT_ID, UnifiedVoice
 
 
 @dataclass
@@ -219,8 +215,7 @@ def generate(
     """Decode mel codes for one text segment (batch 1)."""
     cfg = GenerationConfig.from_settings(settings)
     cfg.validate(model.cfg.max_mel_tokens)
-    _as_id_tensor(text_ids, model.device)  # shape check with a clear error
-    prompt = model.prompt_embedding(text_ids, spk_latent, emovec)
+    prompt = model.prompt_embedding(text_ids, spk_latent, emovec)  # checks the ids' shape first
     start = model.mel_input(torch.tensor([model.cfg.start_mel_token], device=model.device), 0).unsqueeze(0)
     prompt = torch.cat([prompt, start], dim=1)  # [1, P + 1, D]
     if cfg.num_beams == 1:
