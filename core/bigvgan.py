@@ -471,12 +471,13 @@ class BigVGAN(nn.Module):
         cfg = BigVGANConfig.from_dict(load_json(config_path, what="BigVGAN config"), source=config_path)
         with torch.device("meta"):  # no random init: every tensor comes from the file
             model = cls(cfg)
-        model.to_empty(device="cpu")
-        model.load_checkpoint(weights_path)
+        model.load_checkpoint(weights_path, assign=True)
         model.eval()
         return model.to(device=device, dtype=dtype)
 
-    def load_checkpoint(self, path: str | Path) -> None:
+    def load_checkpoint(self, path: str | Path, *, assign: bool = False) -> None:
+        """Strictly load ``bigvgan_generator.pt`` (weight norm folded); ``assign`` adopts the file's tensors
+        (for a model built on the ``meta`` device) instead of copying them into the existing ones."""
         obj = load_torch(path, what="BigVGAN generator")
         if isinstance(obj, Mapping) and "generator" in obj:
             state = obj["generator"]
@@ -489,7 +490,7 @@ class BigVGAN(nn.Module):
                 "Use the bigvgan_generator.pt of nvidia/bigvgan_v2_22khz_80band_256x."
             )
         state = fold_weight_norm(state)
-        load_strict(self, state, source=path, what="BigVGAN generator")
+        load_strict(self, state, source=path, what="BigVGAN generator", assign=assign)
         self._check_filters(path)
 
     def _check_filters(self, path: str | Path) -> None:

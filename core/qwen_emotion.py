@@ -394,11 +394,10 @@ class Qwen3ForCausalLM(nn.Module):
         state, source = _load_weights(directory)
         if cfg.tie_word_embeddings:
             state.pop("lm_head.weight", None)  # tied: HF uses the embedding matrix
-        with torch.device("meta"):
+        with torch.device("meta"):  # no random init: every weight comes from the file
             model = cls(cfg)
-        model.to_empty(device="cpu")
-        model.model.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
-        load_strict(model, state, source=source, what="Qwen3 weights")
+        model.model.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)  # its table is not in the file
+        load_strict(model, state, source=source, what="Qwen3 weights", assign=True)
         return model.to(device=device, dtype=dtype).eval()
 
 
