@@ -146,9 +146,10 @@ class SemanticCodec(nn.Module):
     def from_file(cls, path: str | Path, cfg: SemanticCodecConfig) -> SemanticCodec:
         """Load ``semantic_codec/model.safetensors`` strictly (every key, decoder included, must fit ``cfg``)."""
         what = "Semantic codec"
+        state = load_safetensors(path, what=what)  # its errors already name the file and the fix
         try:
-            state = fold_weight_norm(load_safetensors(path, what=what))
-        except CheckpointError as exc:
+            state = fold_weight_norm(state)
+        except CheckpointError as exc:  # a lone weight_g / weight_v: say which file
             raise CheckpointError(
                 f"{what} {path}: {exc}. Re-download the model files (python main.py models download)."
             ) from exc
