@@ -157,15 +157,13 @@ class TextNormalizer:
     def _prepare(self, text: str) -> tuple[str, str, dict]:
         text, annotations = self._protect_annotations(text)
         state: dict = {"annotations": annotations}
-        if use_chinese_grammar(text):
-            text = _CONTRACTION.sub(r"\1 is", text)
-            text = self.apply_glossary(text, "zh")
+        lang = "zh" if use_chinese_grammar(text) else "en"
+        text = self.apply_glossary(_CONTRACTION.sub(r"\1 is", text), lang)
+        if lang == "zh":
             text, state["tech"] = self._protect_tech(text.rstrip())
             text, state["pinyin"] = _protect(text, ["".join(m) for m in PINYIN_TONE.findall(text)], "pinyin")
             text, state["names"] = _protect(text, _NAME.findall(text), "n")
             return "zh", text, state
-        text = _CONTRACTION.sub(r"\1 is", text)
-        text = self.apply_glossary(text, "en")
         state["fallback"] = text
         text, state["tech"] = self._protect_tech(text)
         return "en", text, state
