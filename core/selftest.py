@@ -52,7 +52,7 @@ CORE_MODULES = (
     "core.bigvgan",
     "core.engine",
 )
-OPTIONAL_CORE_MODULES = ("core.qwen_emotion",)  # checked only when present in this install
+OPTIONAL_CORE_MODULES = ("core.qwen3", "core.qwen_emotion")  # checked only when present in this install
 NATIVE_MODULES = (
     "numpy",
     "torch",
