@@ -123,28 +123,24 @@ def _run(report: Report, name: str, fn: Callable[[], str]) -> Any:
 # ------------------------------------------------------------------------------------------------ checks
 
 
+def _present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
 def check_imports() -> str:
+    names = list(CORE_MODULES) + [name for name in OPTIONAL_CORE_MODULES if _present(name)]
     failed = []
-    for name in CORE_MODULES:
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - any import error makes the install unhealthy
             failed.append(f"{name} ({type(exc).__name__}: {exc})")
-    extra = 0
-    for name in OPTIONAL_CORE_MODULES:
-        try:
-            present = importlib.util.find_spec(name) is not None
-        except ImportError:
-            present = False
-        if present:
-            extra += 1
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001
-                failed.append(f"{name} ({type(exc).__name__}: {exc})")
     if failed:
         raise _Failed("cannot import " + "; ".join(failed))
-    return f"{len(CORE_MODULES) + extra} core modules imported"
+    return f"{len(names)} core modules imported"
 
 
 def check_native() -> str:
