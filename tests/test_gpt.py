@@ -247,6 +247,32 @@ def test_every_generation_case_matches(model, meta, gen):
             assert abs(trace.sequence_score - float(gen[f"{case}.sequence_score"])) <= 1e-4
 
 
+def test_beam_search_capped_before_any_stop(model, meta, gen):
+    """max_mel_tokens ends a beam case before any stop reaches the top beams: upstream's finalize adds the running
+    beams and returns the best one. The expected codes are rebuilt from the golden's per-step beam tables."""
+    stop = model.cfg.stop_mel_token
+    beam_cases = [c for c in meta["generation"] if f"{c}.step_top6_tokens" in gen]
+    assert beam_cases
+    for case in beam_cases:
+        beams = int(meta["generation"][case]["num_beams"])
+        top = gen[f"{case}.step_top6_tokens"][:, :beams]  # a stop ranked within num_beams finishes a hypothesis
+        stop_steps = [s for s in range(top.shape[0]) if bool((top[s] == stop).any())]
+        n = min([10] + stop_steps)
+        if n == 0:
+            continue  # a stop among the top beams at the first step: nothing to cap
+        sources, tokens = gen[f"{case}.step_next_beam_source"], gen[f"{case}.step_next_beam_tokens"]
+        history: list[list[int]] = [[] for _ in range(sources.shape[1])]
+        for s in range(n):
+            history = [history[int(b)] + [int(t)] for b, t in zip(sources[s], tokens[s])]
+        best = int(gen[f"{case}.step_next_beam_scores"][n - 1].argmax())
+        text, spk, emovec = _case_inputs(meta, gen, case)
+        settings = _case_settings(meta["generation"][case], model.cfg.max_mel_tokens)
+        settings.max_mel_tokens = n
+        codes, hit_max = model.generate(text, spk, emovec, settings)
+        assert codes.tolist() == history[best], f"{case} capped at {n}"
+        assert hit_max
+
+
 def _decode_positions(n_rows: int) -> list[int]:
     """Mel positions of the start token and the fed-back codes during decoding: 0, 2, 3, ..."""
     return [0] + list(range(2, n_rows + 1))
