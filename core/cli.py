@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    logging.basicConfig(level=os.environ.get("INDEXTTS_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    # Warnings reach the user once, as "warning:" lines from the result; INDEXTTS_LOG=INFO shows the engine's log.
+    logging.basicConfig(level=os.environ.get("INDEXTTS_LOG", "ERROR"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "synth":

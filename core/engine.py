@@ -374,6 +374,9 @@ class Engine:
                    cancel: threading.Event | None = None) -> SynthesisResult:
         job = self._job(text, voice, emotion, settings, on_progress, cancel)
         pieces = [seg.audio for seg in self._run(job)]
+        if not any(p.size for p in pieces):
+            raise EngineError("The model produced no speech for this text. Try again (sampling varies), "
+                              "rephrase the text, or use another voice clip.")
         return self._finish(job, pieces)
 
     def synthesize_stream(self, text: str, voice: str | Path, emotion: Emotion | None = None,
