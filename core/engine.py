@@ -213,7 +213,8 @@ class Engine:
             step(5)
             self.fp16 = bool(fp16 and dev.type == "cuda")
             self.gpt = UnifiedVoice.from_checkpoint(paths.gpt, cfg.require("gpt"), device=dev,
-                                                    dtype=torch.float16 if self.fp16 else torch.float32)
+                                                    dtype=torch.float16 if self.fp16 else torch.float32,
+                                                    semantic_dim=cfg.require("semantic_codec").hidden_size)
             step(6)
             self.s2mel = S2Mel.from_checkpoint(paths.s2mel, cfg.require("s2mel"), device=dev)
             step(7)

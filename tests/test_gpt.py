@@ -480,3 +480,23 @@ def test_decode_runs_the_prompt_once_and_one_batched_step_per_token(model, meta,
     p1 = calls["prefill"][0][1]
     assert [c[0][0] for c in calls["step"]] == [beams] * (n - 1)
     assert [c[1] for c in calls["step"]] == list(range(p1, p1 + n - 1))
+
+
+def test_conditioning_widths_come_from_the_weights():
+    """The widths config.yaml does not state are read from gpt.pth, not assumed."""
+    from core.checkpoints import load_torch
+    from core.gpt.model import conditioning_widths
+
+    cfg = load_config(ref("gpt", "config.yaml"))
+    state = load_torch(ref("gpt", cfg.gpt_checkpoint))
+    state = state.get("model", state)
+    out = cfg.gpt.condition_module.output_size
+    half = state["conditioning_encoder.embed.out.0.weight"].shape[1] // out
+    semantic, emo = conditioning_widths(state, cfg.gpt)
+    assert (semantic - 1) // 2 == half and semantic % 2 == 0
+    assert emo == state["emo_perceiver_encoder.latents"].shape[-1]
+    assert conditioning_widths(state, cfg.gpt, semantic_dim=2 * half + 1)[0] == 2 * half + 1  # a stated width wins
+    narrow = dict(state)
+    narrow["conditioning_encoder.embed.out.0.weight"] = torch.zeros(out, out * 100)
+    narrow["emo_perceiver_encoder.latents"] = torch.zeros(1, 48)
+    assert conditioning_widths(narrow, cfg.gpt) == (202, 48)

@@ -33,8 +33,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_DIM = 1024  # width of the w2v-BERT features fed to both conformers (upstream input_size=1024)
-EMO_PERCEIVER_DIM = 1024  # upstream hard-codes the emotion perceiver width, whatever model_dim is
+# Upstream's values for the two widths the config does not state: the w2v-BERT feature width both conformers
+# take, and the emotion perceiver width (fixed upstream whatever model_dim is). ``from_checkpoint`` reads both
+# from the weights; these defaults only serve models built from scratch (benches, self-test).
+DEFAULT_SEMANTIC_DIM = 1024
+DEFAULT_EMO_PERCEIVER_DIM = 1024
+
+
+def conditioning_widths(
+    state: dict[str, Tensor], cfg: GPTConfig, semantic_dim: int | None = None, source: str | Path = "gpt.pth"
+) -> tuple[int, int]:
+    """``(semantic_dim, emo_perceiver_dim)`` from a gpt.pth state dict.
+
+    The conv2d2 subsampling's Linear takes ``channels * ((semantic_dim - 1) // 2)`` inputs, which fixes the feature
+    width up to one (both widths compute the same thing); ``semantic_dim`` (e.g. the codec's ``hidden_size``)
+    picks between them, else the even one is used. The emotion perceiver width is its latents' width.
+    """
+    key = "conditioning_encoder.embed.out.0.weight"
+    if key not in state:
+        raise CheckpointError(f"GPT checkpoint (gpt.pth) {source} lacks {key}: it is not an IndexTTS-2 GPT. "
+                              "Re-download the model files (python main.py models download).")
+    half = int(state[key].shape[1]) // cfg.condition_module.output_size
+    if semantic_dim is None or (semantic_dim - 1) // 2 != half:
+        semantic_dim = 2 * half + 2
+    latents = state.get("emo_perceiver_encoder.latents")
+    emo_dim = int(latents.shape[-1]) if latents is not None else DEFAULT_EMO_PERCEIVER_DIM
+    return semantic_dim, emo_dim
 MAX_CONDITIONING_INPUTS = 1  # upstream default; adds one row to the mel position table
 FAKE_PROMPT_ID = 1  # upstream's fake input_ids are torch.ones(...): the repetition penalty sees id 1
 
@@ -222,7 +246,9 @@ def _as_id_tensor(ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
 
 
 class UnifiedVoice(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(
+        self, cfg: GPTConfig, semantic_dim: int = DEFAULT_SEMANTIC_DIM, emo_dim: int = DEFAULT_EMO_PERCEIVER_DIM
+    ) -> None:
         super().__init__()
         if cfg.condition_type != "conformer_perceiver":
             raise ValueError(
@@ -234,21 +260,21 @@ class UnifiedVoice(nn.Module):
         dim = cfg.model_dim
         cm, em = cfg.condition_module, cfg.emo_condition_module
         self.conditioning_encoder = ConformerEncoder(
-            SEMANTIC_DIM, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer
+            semantic_dim, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer
         )
         self.perceiver_encoder = PerceiverResampler(
             dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult
         )
         self.speed_emb = nn.Embedding(2, dim)
         self.emo_conditioning_encoder = ConformerEncoder(
-            SEMANTIC_DIM, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer
+            semantic_dim, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer
         )
         self.emo_perceiver_encoder = PerceiverResampler(
-            EMO_PERCEIVER_DIM, em.output_size, 1, em.attention_heads, em.perceiver_mult
+            emo_dim, em.output_size, 1, em.attention_heads, em.perceiver_mult
         )
         self.text_embedding = nn.Embedding(cfg.number_text_tokens + 1, dim)
         self.emo_layer = nn.Linear(dim, dim)
-        self.emovec_layer = nn.Linear(EMO_PERCEIVER_DIM, dim)
+        self.emovec_layer = nn.Linear(emo_dim, dim)
         self.mel_embedding = nn.Embedding(cfg.number_mel_codes, dim)
         self.gpt = GPT2Stack(dim, cfg.heads, cfg.layers)
         self.mel_pos_embedding = LearnedPositionEmbedding(cfg.max_mel_tokens + 2 + MAX_CONDITIONING_INPUTS, dim)
@@ -260,11 +286,13 @@ class UnifiedVoice(nn.Module):
     # ----------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, cfg: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls, path: str | Path, cfg: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+        semantic_dim: int | None = None,
     ) -> UnifiedVoice:
         """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly.
 
-        Missing, unexpected or misshaped keys raise a CheckpointError that lists them.
+        Widths the config does not give come from the weights (:func:`conditioning_widths`). Missing, unexpected
+        or misshaped keys raise a CheckpointError that lists them.
         """
         state = load_torch(path, what="GPT checkpoint (gpt.pth)")
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -277,8 +305,9 @@ class UnifiedVoice(nn.Module):
         if stray:
             log.debug("ignoring %d non-learned GPT-2 mask buffers from older transformers", len(stray))
             state = {k: v for k, v in state.items() if k not in stray}
+        widths = conditioning_widths(state, cfg, semantic_dim, source=path)
         with torch.device("meta"):
-            model = cls(cfg)
+            model = cls(cfg, *widths)
         # Strict keys/shapes check, then adopt the loaded tensors without a second copy (3.5 GB real).
         load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)", assign=True)
         del state
