@@ -489,7 +489,7 @@ class BigVGAN(nn.Module):
                 f"BigVGAN generator {path} has no 'generator' state dict (found {found}). "
                 "Use the bigvgan_generator.pt of nvidia/bigvgan_v2_22khz_80band_256x."
             )
-        state = fold_weight_norm(state)
+        state = fold_weight_norm(state, source=path, what="BigVGAN generator")
         load_strict(self, state, source=path, what="BigVGAN generator", assign=assign)
         self._check_filters(path)
 

@@ -101,7 +101,9 @@ def load_hf_dir(directory: str | Path, *, what: str = "Model folder") -> tuple[d
     return config, load_state(weights, what=f"{what} weights")
 
 
-def fold_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fold_weight_norm(
+    state: Mapping[str, torch.Tensor], *, source: str | Path = "checkpoint", what: str = "Checkpoint"
+) -> dict[str, torch.Tensor]:
     """Replace every ``X.weight_g``/``X.weight_v`` pair by ``X.weight = g * v / ||v||``.
 
     The norm runs over every dim but 0 without epsilon, exactly as the old ``torch.nn.utils.weight_norm``
@@ -110,12 +112,14 @@ def fold_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.endswith(".weight_g"):
+            if key[: -len(".weight_g")] + ".weight_v" not in state:
+                raise CheckpointError(f"{what} {source}: weight-norm key {key[:-2]}_v is missing next to {key}. {_FIX}")
             continue
         if key.endswith(".weight_v"):
             stem = key[: -len(".weight_v")]
             g = state.get(stem + ".weight_g")
             if g is None:
-                raise CheckpointError(f"weight-norm key {stem}.weight_g is missing next to {key}")
+                raise CheckpointError(f"{what} {source}: weight-norm key {stem}.weight_g is missing next to {key}. {_FIX}")
             out[stem + ".weight"] = torch._weight_norm(value, g, 0)
             continue
         out[key] = value

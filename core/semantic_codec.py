@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import CheckpointError, fold_weight_norm, load_safetensors, load_strict
+from core.checkpoints import fold_weight_norm, load_safetensors, load_strict
 from core.config import SemanticCodecConfig
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,7 @@ class SemanticCodec(nn.Module):
         """Load ``semantic_codec/model.safetensors`` strictly (every key, decoder included, must fit ``cfg``)."""
         what = "Semantic codec"
         state = load_safetensors(path, what=what)  # its errors already name the file and the fix
-        try:
-            state = fold_weight_norm(state)
-        except CheckpointError as exc:  # a lone weight_g / weight_v: say which file
-            raise CheckpointError(
-                f"{what} {path}: {exc}. Re-download the model files (python main.py models download)."
-            ) from exc
+        state = fold_weight_norm(state, source=path, what=what)
         # The unused decoder is checked key by key and shape by shape, without allocating it, then dropped.
         decoder_state = {k: v.to("meta") for k, v in state.items() if k.startswith("decoder.")}
         with torch.device("meta"):

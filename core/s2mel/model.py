@@ -70,7 +70,7 @@ class S2Mel(nn.Module):
             )
         model = cls(cfg, gpt_dim=widths[0], gpt_hidden=tuple(widths[1:-1]))
         for part in PARTS:
-            state = fold_weight_norm(net[part])
+            state = fold_weight_norm(net[part], source=path, what=f"s2mel checkpoint net['{part}']")
             load_strict(getattr(model, part), state, source=path, what=f"s2mel checkpoint net['{part}']")
         log.info("s2mel weights loaded from %s (gpt_layer %s)", path, " -> ".join(map(str, widths)))
         return model.to(device).eval()
