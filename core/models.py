@@ -418,9 +418,10 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
         if _is_cancel(exc):
             raise DownloadCancelled("Download cancelled.") from exc
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        kept = " the partial download is kept and will be resumed." if part.exists() and part.stat().st_size else ""
         raise ModelSetupError(
             f"Could not download {item.remote} from {repo} ({first}). Check the internet connection and try "
-            "again; the partial download is kept and will be resumed."
+            f"again;{kept or ' finished files are kept.'}"
         ) from exc
 
 
