@@ -46,6 +46,9 @@ class GenerationSettings:
     diffusion_steps: int = 25
     cfg_rate: float = 0.7
     seed: int | None = None
+    fast: bool = False
+    """Run the diffusion in reduced precision (bfloat16 on CPU, float16 on CUDA): faster, output differs slightly
+    from exact mode. Off (exact float32) by default."""
 
     def validate(self) -> None:
         checks = [

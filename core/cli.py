@@ -102,6 +102,9 @@ def _add_generation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
     g.add_argument("--cfg-rate", type=float, default=d.cfg_rate)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--fast", action="store_true",
+                   help="diffusion in reduced precision (bfloat16 on CPU, float16 on CUDA): faster, the sound differs "
+                        "slightly from the exact default")
 
 
 def _settings(a: argparse.Namespace) -> GenerationSettings:
@@ -110,6 +113,7 @@ def _settings(a: argparse.Namespace) -> GenerationSettings:
         num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
         max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
         interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
+        fast=a.fast,
     )
     s.validate()
     return s

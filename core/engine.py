@@ -575,6 +575,6 @@ class Engine:
 
         mel = self.s2mel.cfm.inference(
             mu, torch.tensor([frames], device=self.device), v.ref_mel, v.style, steps=s.diffusion_steps,
-            cfg_rate=s.cfg_rate, noise=noise, cancel=job.cancel, on_step=on_step,
+            cfg_rate=s.cfg_rate, noise=noise, cancel=job.cancel, on_step=on_step, fast=s.fast,
         )
         return mel[:, :, v.ref_mel.shape[-1]:]

@@ -276,8 +276,10 @@ class DiT(nn.Module):
         """
         n = x.shape[-1]
         xt = x.transpose(1, 2)
+        with torch.autocast(x.device.type, enabled=False):  # time embeddings in float32 also in fast mode
+            t1 = self.t_embedder(t)
+            t2 = self.t_embedder2(t)
         h = torch.baddbmm(ctx.static_in, xt, ctx.x_weight.t().expand(x.shape[0], -1, -1))
-        t1 = self.t_embedder(t)
         c = t1[:, None, :]
         h = self.transformer(h, c, self.rope[:n], ctx.attn_mask)
 
@@ -288,7 +290,6 @@ class DiT(nn.Module):
         if self.long_skip:
             h = self.skip_linear(torch.cat([h, xt], dim=-1))
         y = self.conv1(h).transpose(1, 2)
-        t2 = self.t_embedder2(t)
         y = self.wavenet(y, mask, t2[:, :, None]).transpose(1, 2) + self.res_projection(h)
         y = self.final_layer(y, t1).transpose(1, 2)
         out = self.conv2(y)

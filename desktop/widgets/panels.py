@@ -255,6 +255,7 @@ class AdvancedPanel(ttk.Frame):
         self.body = ttk.Frame(self, padding=(8, 4))
         self.vars: dict[str, tk.StringVar] = {}
         self.do_sample = tk.BooleanVar(self, value=True)
+        self.fast = tk.BooleanVar(self, value=False)
         for row, (key, label, _) in enumerate(ADVANCED):
             ttk.Label(self.body, text=label).grid(row=row, column=0, sticky="w")
             var = tk.StringVar(self)
@@ -265,8 +266,11 @@ class AdvancedPanel(ttk.Frame):
         ttk.Checkbutton(self.body, text="Sampling (off = greedy)", variable=self.do_sample).grid(
             row=len(ADVANCED), column=0, columnspan=2, sticky="w"
         )
+        ttk.Checkbutton(self.body, text="Fast mode (slightly different sound)", variable=self.fast).grid(
+            row=len(ADVANCED) + 1, column=0, columnspan=2, sticky="w"
+        )
         ttk.Button(self.body, text="Reset to defaults", command=self.reset).grid(
-            row=len(ADVANCED) + 1, column=0, sticky="w", pady=(4, 0)
+            row=len(ADVANCED) + 2, column=0, sticky="w", pady=(4, 0)
         )
         self._extra: dict = {}
         self.reset()
@@ -287,16 +291,18 @@ class AdvancedPanel(ttk.Frame):
 
     def set_settings(self, data: dict) -> None:
         settings = GenerationSettings.from_dict(data)
-        self._extra = {k: v for k, v in settings.to_dict().items() if k not in self.vars and k != "do_sample"}
+        self._extra = {k: v for k, v in settings.to_dict().items() if k not in self.vars and k not in ("do_sample", "fast")}
         for key, var in self.vars.items():
             value = getattr(settings, key)
             var.set("" if value is None else str(value))
         self.do_sample.set(settings.do_sample)
+        self.fast.set(settings.fast)
 
     def get_settings(self) -> GenerationSettings:
         """The settings typed in, or :class:`UserError` naming the field that is not a number / out of range."""
         values: dict = dict(self._extra)
         values["do_sample"] = bool(self.do_sample.get())
+        values["fast"] = bool(self.fast.get())
         for key, label, kind in ADVANCED:
             raw = self.vars[key].get().strip()
             if key == "seed" and raw == "":
