@@ -278,7 +278,8 @@ class Engine:
         self._require_loaded()
         clip = Path(clip)
         key = self._clip_key(clip)
-        if spk_cond_emb is None:
+        given = spk_cond_emb is not None
+        if not given:
             if key in self._voices:
                 return self._voices[key]
             cached = self._load_cached_voice(key)
@@ -300,8 +301,9 @@ class Engine:
         prompt_condition = self.s2mel.length_regulator(s_ref, torch.tensor([ref_mel.shape[-1]], device=self.device))
         spk_latent = self.gpt.get_conditioning(spk_cond_emb)
         voice = Voice(key, spk_cond_emb, style, ref_mel, prompt_condition, spk_latent)
-        self._voices[key] = voice
-        self._save_cached_voice(voice)
+        if not given:  # conditioning built on supplied features is not this clip's own: never cache it
+            self._voices[key] = voice
+            self._save_cached_voice(voice)
         return voice
 
     @torch.inference_mode()
