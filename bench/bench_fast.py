@@ -82,7 +82,7 @@ def main() -> None:
     exact, t_exact = run(args.steps, False)
     print(f"  exact (float32): {t_exact:.2f} s ({t_exact / args.steps:.3f} s/step)")
     fast, t_fast = run(args.steps, True)
-    print(f"  fast ({fast_dtype(device)} autocast): {t_fast:.2f} s ({t_fast / args.steps:.3f} s/step), "
+    print(f"  fast ({fast_dtype(device)}): {t_fast:.2f} s ({t_fast / args.steps:.3f} s/step), "
           f"speedup x{t_exact / t_fast:.2f}")
     print(f"  fast vs exact: {distance(fast, exact)}")
     if args.few_steps:

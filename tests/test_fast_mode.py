@@ -58,7 +58,7 @@ def test_fast_close_to_exact_golden(model: S2Mel, g: dict[str, torch.Tensor], st
     want = g[f"cfm{steps}.out"].double()
     tp = g["in.ref_mel"].shape[-1]
     calls: list[torch.dtype] = []
-    est = model.cfm.estimator
+    est = model.cfm.reduced_estimator(torch.bfloat16)  # cached: the copy fast mode will use
     velocity = est.velocity
 
     def recording(x: torch.Tensor, t: torch.Tensor, ctx: object, start: int = 0) -> torch.Tensor:
@@ -171,3 +171,23 @@ def test_gui_fast_checkbox_saved_restored_and_sent(display, audio_server, tmp_pa
         assert s2.app.advanced.get_settings() == GenerationSettings() and s2.app.advanced.fast.get() is False
     finally:
         close_studio(s2)
+
+
+def test_reduced_estimator_cached_and_follows_weights(model: S2Mel, g: dict[str, torch.Tensor]) -> None:
+    cfm = model.cfm
+    keys = set(cfm.state_dict())
+    first = cfm.reduced_estimator(torch.bfloat16)
+    assert set(cfm.state_dict()) == keys, "the fast-mode copy must not add checkpoint keys"
+    assert cfm.reduced_estimator(torch.bfloat16) is first
+    assert first.transformer.layers[0].attention.wqkv.weight.dtype == torch.bfloat16
+    assert first.t_embedder.mlp[0].weight.dtype == torch.float32
+    state = {k: v.clone() for k, v in cfm.estimator.state_dict().items()}
+    try:
+        with torch.no_grad():
+            cfm.estimator.conv2.bias.add_(1.0)
+        rebuilt = cfm.reduced_estimator(torch.bfloat16)
+        assert rebuilt is not first
+        assert torch.equal(rebuilt.conv2.bias, cfm.estimator.conv2.bias.to(torch.bfloat16))
+    finally:
+        cfm.estimator.load_state_dict(state)
+    assert torch.equal(_run(model, g, CFM_STEPS[0]), _sampler_before_fast_mode(model, g, CFM_STEPS[0]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 
@@ -27,6 +26,17 @@ class CFM(nn.Module):
         if cfg.dit_type != "DiT":
             raise ValueError(f"s2mel dit_type {cfg.dit_type!r} not supported (only 'DiT')")
         self.estimator = DiT(cfg)
+        # (weights key, reduced-precision estimator copy): a plain tuple, so no submodule and no state_dict keys
+        self._reduced: tuple[tuple, DiT] | None = None
+
+    def reduced_estimator(self, dtype: torch.dtype) -> DiT:
+        """The estimator with ``dtype`` weights for fast mode, built once and rebuilt when the weights change."""
+        params = tuple(self.estimator.parameters())
+        key = (dtype, *(p.data_ptr() for p in params), *(p._version for p in params))
+        if self._reduced is None or self._reduced[0] != key:
+            self._reduced = None  # free the old copy first
+            self._reduced = (key, self.estimator.reduced_copy(dtype))
+        return self._reduced[1]
 
     @torch.inference_mode()
     def inference(
@@ -52,8 +62,8 @@ class CFM(nn.Module):
         estimator on a batch of 2 (conditional; prompt/style/mu zeroed) and uses ``(1 + r) v_c - r v_u``.
         ``cancel`` is checked before every step (raises :class:`Cancelled`); ``on_step(i, steps)`` after step i.
 
-        ``fast`` runs the estimator's matmuls, convolutions and attention under autocast in :func:`fast_dtype`
-        (faster, the mel differs slightly); the Euler state, the CFG combination, the time embeddings and the
+        ``fast`` runs the estimator's matmuls, convolutions and attention in :func:`fast_dtype` (a cached copy with
+        reduced-precision weights, under autocast; faster, the mel differs slightly); the Euler state, the CFG combination, the time embeddings and the
         precomputed condition stay float32. ``fast=False`` is the exact float32 path.
         """
         if steps < 1:
@@ -88,14 +98,18 @@ class CFM(nn.Module):
         rows = 2 * b if cfg_rate > 0 else b
 
         t_span = torch.linspace(0, 1, steps + 1, device=mu.device, dtype=torch.float32)
-        # one autocast region for the whole loop, so each weight is cast once per synthesis, not once per step
-        amp = torch.autocast(mu.device.type, dtype=fast_dtype(mu.device)) if fast else contextlib.nullcontext()
-        with amp:
-            self._euler(x, t_span, ctx, start, prompt_len, rows, cfg_rate, cancel, on_step)
+        if fast:
+            dtype = fast_dtype(mu.device)
+            with torch.autocast(mu.device.type, dtype=dtype):
+                self._euler(self.reduced_estimator(dtype), x, t_span, ctx, start, prompt_len, rows, cfg_rate, cancel,
+                            on_step)
+        else:
+            self._euler(est, x, t_span, ctx, start, prompt_len, rows, cfg_rate, cancel, on_step)
         return x
 
     def _euler(
         self,
+        est: DiT,
         x: Tensor,
         t_span: Tensor,
         ctx: DiTCondition,
@@ -107,7 +121,6 @@ class CFM(nn.Module):
         on_step: Callable[[int, int], None] | None,
     ) -> None:
         """Euler steps over ``t_span``, updating ``x`` in place (float32 whatever the estimator computes in)."""
-        est = self.estimator
         steps = t_span.numel() - 1
         t = t_span[0]
         for step in range(1, steps + 1):

@@ -11,6 +11,7 @@ The merge Linear is split into its x columns and the rest, so that everything th
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -241,6 +242,18 @@ class DiT(nn.Module):
     def left_context(self) -> int:
         """Output frame j of :meth:`velocity` is exact when computed from frame ``j - left_context`` on."""
         return self.wavenet.left_context
+
+    def reduced_copy(self, dtype: torch.dtype) -> DiT:
+        """A copy whose per-step layers (transformer, WaveNet head, output projections) hold ``dtype`` weights, for
+        :meth:`velocity` under ``torch.autocast(dtype=dtype)``. The condition projections, the time embedders and the
+        RoPE table stay float32. Same result as autocast over float32 weights, without re-casting every weight on
+        every call."""
+        with torch.inference_mode(False), torch.no_grad():
+            twin = copy.deepcopy(self)
+            for module in (twin.transformer, twin.wavenet, twin.conv1, twin.conv2, twin.final_layer,
+                           twin.res_projection, twin.skip_linear):
+                module.to(dtype)
+        return twin
 
     def condition(
         self, prompt_x: Tensor, style: Tensor, cond: Tensor, x_lens: Tensor | int | None = None
