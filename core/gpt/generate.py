@@ -29,22 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.api import Cancelled
+from core.api import Cancelled, GenerationSettings
 from core.gpt.model import FAKE_PROMPT_ID, UnifiedVoice
+
+_UPSTREAM = GenerationSettings()  # the one place upstream infer()'s defaults are written down
 
 
 @dataclass
 class GenerationConfig:
-    """The decoding knobs (same names and defaults as ``core.api.GenerationSettings`` / upstream ``infer``)."""
+    """The decoding subset of ``core.api.GenerationSettings`` (same names, same defaults)."""
 
-    do_sample: bool = True
-    top_p: float = 0.8
-    top_k: int = 30
-    temperature: float = 0.8
-    num_beams: int = 3
-    repetition_penalty: float = 10.0
-    length_penalty: float = 0.0
-    max_mel_tokens: int = 1500
+    do_sample: bool = _UPSTREAM.do_sample
+    top_p: float = _UPSTREAM.top_p
+    top_k: int = _UPSTREAM.top_k
+    temperature: float = _UPSTREAM.temperature
+    num_beams: int = _UPSTREAM.num_beams
+    repetition_penalty: float = _UPSTREAM.repetition_penalty
+    length_penalty: float = _UPSTREAM.length_penalty
+    max_mel_tokens: int = _UPSTREAM.max_mel_tokens
 
     @classmethod
     def from_settings(cls, settings: Any) -> GenerationConfig:
