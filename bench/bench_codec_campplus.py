@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -25,22 +24,11 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
+from common import peak_rss_mib, real_config  # noqa: E402
 from core.config import SemanticCodecConfig  # noqa: E402
 from core.semantic_codec import SemanticCodec  # noqa: E402
 
-# config.yaml `semantic_codec` of the release.
-REAL_CODEC = SemanticCodecConfig(
-    codebook_size=8192,
-    hidden_size=1024,
-    codebook_dim=8,
-    vocos_dim=384,
-    vocos_intermediate_dim=2048,
-    vocos_num_layers=12,
-)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+REAL_CODEC = real_config().require("semantic_codec")  # the released checkpoints/config.yaml
 
 
 def write_codec_file(path: Path, cfg: SemanticCodecConfig) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -22,24 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import ConditionModuleConfig, GPTConfig  # noqa: E402
+from common import peak_rss_mib, real_config  # noqa: E402
+from core.config import GPTConfig  # noqa: E402
 from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice  # noqa: E402
 
-REAL = GPTConfig(  # checkpoints/config.yaml gpt section of IndexTTS-2
-    model_dim=1280,
-    layers=24,
-    heads=20,
-    max_mel_tokens=1815,
-    max_text_tokens=600,
-    number_text_tokens=12000,
-    number_mel_codes=8194,
-    start_mel_token=8192,
-    stop_mel_token=8193,
-    start_text_token=0,
-    stop_text_token=1,
-    condition_module=ConditionModuleConfig(output_size=512, linear_units=2048, attention_heads=8, num_blocks=6),
-    emo_condition_module=ConditionModuleConfig(output_size=512, linear_units=1024, attention_heads=4, num_blocks=4),
-)
+REAL = real_config().require("gpt")  # the released checkpoints/config.yaml
 
 
 def random_model(cfg: GPTConfig) -> UnifiedVoice:
@@ -82,10 +68,6 @@ def matmul_floor_ms(model: UnifiedVoice, rows: int, repeat: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -99,7 +81,7 @@ def main() -> None:
     model = random_model(REAL)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"model: {params:.0f} M params, built in {time.perf_counter() - t0:.1f} s, "
-          f"RSS {peak_rss_mb():.0f} MB; torch {torch.__version__}, {args.threads} threads")
+          f"RSS {peak_rss_mib():.0f} MB; torch {torch.__version__}, {args.threads} threads")
     g = torch.Generator().manual_seed(1)
     text = torch.randint(2, REAL.number_text_tokens, (args.text,), generator=g).tolist()
     spk_latent = torch.randn(1, 32, REAL.model_dim, generator=g)
@@ -129,7 +111,7 @@ def main() -> None:
             f" = {len(steps) / decode:.2f} steps/s ({1000 * decode / len(steps):.1f} ms/step; median first quarter "
             f"{1000 * statistics.median(steps[:q]):.1f} ms, last quarter "
             f"{1000 * statistics.median(steps[-q:]):.1f} ms); "
-            f"total {total:.2f} s; peak RSS {peak_rss_mb():.0f} MB"
+            f"total {total:.2f} s; peak RSS {peak_rss_mib():.0f} MB"
         )
         print(f"  weight-matmul floor for {beams} row(s), measured around the run: {floor:.1f} ms/step")
     print("load average after: %.1f %.1f %.1f" % os.getloadavg())

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import real_config_path  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.s2mel import S2Mel, mel_frames_for_codes  # noqa: E402
 from core.s2mel.dit import DiT  # noqa: E402
@@ -31,9 +32,7 @@ HOP_SECONDS = 256 / 22050
 
 
 def default_config() -> Path:
-    from reference import reference_root
-
-    return reference_root() / "data" / "config.yaml"
+    return real_config_path()
 
 
 def plain_euler(est: DiT, mu, prompt, style, noise, steps: int, rate: float) -> torch.Tensor:
