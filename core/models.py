@@ -14,7 +14,6 @@ Auxiliary files already in the standard HuggingFace cache are used from there (n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +171,6 @@ class FileStatus:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _structure_problem(path: Path) -> str | None:
