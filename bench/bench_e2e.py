@@ -5,7 +5,7 @@ Every stage has its released size (config.yaml: GPT 24 x 1280, s2mel DiT 13 x 51
 in memory, which does not change the cost. The GPT's stop token is disabled so each segment decodes exactly
 ``--codes`` mel codes (``max_mel_tokens`` = codes; the engine then warns that the limit was hit, as expected).
 Decoding uses upstream's defaults (sampling, 3 beams) unless ``--greedy``. The run goes through
-``Engine.synthesize_stream``, so the time to the first segment is what a listener would wait.
+``Engine.synthesize``'s ``on_segment`` callback, so the time to the first segment is what a listener would wait.
 
 Prints the seconds of every stage (summed over segments), the total (with the process CPU time divided by the
 thread count, which is the wall time on idle cores), the time to the first segment, the seconds per segment, the
@@ -37,19 +37,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_bigvgan import random_model as random_bigvgan  # noqa: E402
-from bench_gpt import random_model as random_gpt  # noqa: E402
-from bench_w2vbert import REAL_CONFIG as W2V_REAL  # noqa: E402
+from bench_bigvgan import random_model as random_bigvgan
+from bench_gpt import random_model as random_gpt
+from bench_w2vbert import REAL_CONFIG as W2V_REAL
 
-from core.api import Emotion, GenerationSettings  # noqa: E402
-from core.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
-from core.config import IndexTTSConfig, load_config  # noqa: E402
-from core.engine import Engine  # noqa: E402
-from core.gpt.emotion import EmotionMatrices  # noqa: E402
-from core.s2mel import S2Mel  # noqa: E402
-from core.semantic_codec import SemanticCodec  # noqa: E402
-from core.text import TextFrontend  # noqa: E402
-from core.w2vbert import SEMANTIC_LAYER, SemanticEncoder, W2VBert, W2VBertConfig  # noqa: E402
+from core.api import Emotion, GenerationSettings, SegmentAudio, SynthesisRequest
+from core.campplus import CAMPPlus, CAMPPlusConfig
+from core.config import IndexTTSConfig, load_config
+from core.engine import Engine
+from core.gpt.emotion import EmotionMatrices
+from core.pipeline import Pipeline
+from core.s2mel import S2Mel
+from core.semantic_codec import SemanticCodec
+from core.text import TextFrontend
+from core.w2vbert import SEMANTIC_LAYER, SemanticEncoder, W2VBert, W2VBertConfig
 
 TEXT = (
     "The old lighthouse keeper climbed the spiral stairs every evening, counting each of the two hundred steps "
@@ -109,19 +110,22 @@ def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, floa
 
     torch.manual_seed(0)
     gpt_cfg = cfg.require("gpt")
-    eng = Engine()
-    eng.frontend = timed("text", lambda: TextFrontend(bpe))
-    eng.semantic = timed("w2v-BERT", random_w2v)
-    eng.codec = timed("semantic codec", lambda: SemanticCodec(cfg.require("semantic_codec")).eval())
-    eng.campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
-    eng.gpt = timed("GPT", lambda: random_gpt(gpt_cfg))  # stop token disabled: exactly max_mel_tokens codes
-    eng.s2mel = timed("s2mel", lambda: S2Mel(cfg.require("s2mel"), gpt_dim=gpt_cfg.model_dim).eval())
-    eng.vocoder = timed("BigVGAN", random_bigvgan)
+    campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
     rows = sum(cfg.emo_num)
-    eng.emotions = EmotionMatrices.from_tensors(
-        torch.randn(rows, eng.campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
+    pipeline = Pipeline(
+        cfg,
+        frontend=timed("text", lambda: TextFrontend(bpe)),
+        semantic=timed("w2v-BERT", random_w2v),
+        codec=timed("semantic codec", lambda: SemanticCodec(cfg.require("semantic_codec")).eval()),
+        campplus=campplus,
+        gpt=timed("GPT", lambda: random_gpt(gpt_cfg)),  # stop token disabled: exactly max_mel_tokens codes
+        s2mel=timed("s2mel", lambda: S2Mel(cfg.require("s2mel"), gpt_dim=gpt_cfg.model_dim).eval()),
+        vocoder=timed("BigVGAN", random_bigvgan),
+        emotions=EmotionMatrices.from_tensors(
+            torch.randn(rows, campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
+        ),
     )
-    eng.cfg, eng.paths, eng.device = cfg, None, torch.device("cpu")
+    eng = Engine(pipeline=pipeline)
     return eng, built
 
 
@@ -147,18 +151,21 @@ class StageClock:
 
 
 def instrument(eng: Engine) -> StageClock:
+    import core.gpt.generate as decode
+
     clock = StageClock()
-    clock.wrap(eng.semantic, "embed", "w2v-BERT (speaker + emotion)")
-    clock.wrap(eng.codec, "quantize", "semantic codec (quantize)")
-    clock.wrap(eng.campplus, "forward", "CAMPPlus")
-    clock.wrap(eng.gpt, "get_conditioning", "GPT speaker conditioning")
-    clock.wrap(eng.gpt, "merge_emovec", "GPT emotion conditioning")
-    clock.wrap(eng.gpt, "generate", "GPT decode")
-    clock.wrap(eng.gpt, "latent", "GPT latent pass")
-    clock.wrap(eng.codec, "vq2emb", "semantic codec (vq2emb)")
-    clock.wrap(eng.s2mel.length_regulator, "forward", "length regulator")
-    clock.wrap(eng.s2mel.cfm, "inference", "s2mel CFM (diffusion)")
-    clock.wrap(eng.vocoder, "forward", "BigVGAN")
+    p = eng.pipeline
+    clock.wrap(p.semantic, "embed", "w2v-BERT (speaker + emotion)")
+    clock.wrap(p.codec, "quantize", "semantic codec (quantize)")
+    clock.wrap(p.campplus, "forward", "CAMPPlus")
+    clock.wrap(p.gpt, "get_conditioning", "GPT speaker conditioning")
+    clock.wrap(p.gpt, "merge_emovec", "GPT emotion conditioning")
+    clock.wrap(decode, "generate", "GPT decode")
+    clock.wrap(p.gpt, "latent", "GPT latent pass")
+    clock.wrap(p.codec, "vq2emb", "semantic codec (vq2emb)")
+    clock.wrap(p.s2mel.length_regulator, "forward", "length regulator")
+    clock.wrap(p.s2mel.cfm, "inference", "s2mel CFM (diffusion)")
+    clock.wrap(p.vocoder, "forward", "BigVGAN")
     return clock
 
 
@@ -190,7 +197,7 @@ def main() -> None:
     t0 = time.perf_counter()
     eng, built = build_engine(cfg, config.parent / cfg.bpe_model)
     params = {
-        name: sum(p.numel() for p in getattr(eng, attr).parameters()) / 1e6
+        name: sum(p.numel() for p in getattr(eng.pipeline, attr).parameters()) / 1e6
         for name, attr in (("w2v-BERT", "semantic"), ("codec", "codec"), ("CAMPPlus", "campplus"), ("GPT", "gpt"),
                            ("s2mel", "s2mel"), ("BigVGAN", "vocoder"))
     }
@@ -215,9 +222,13 @@ def main() -> None:
         cpu_start = time.process_time()
         arrivals: list[float] = []
         samples = 0
-        for seg in eng.synthesize_stream(args.text, voice, Emotion(), settings):
+
+        def arrived(seg: SegmentAudio) -> None:
+            nonlocal samples
             arrivals.append(time.perf_counter() - start)
             samples += seg.audio.size
+
+        eng.synthesize(SynthesisRequest(args.text, voice, Emotion(), settings), on_segment=arrived)
         total = time.perf_counter() - start
         cpu = time.process_time() - cpu_start
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import peak_rss_mib, real_config  # noqa: E402
 from core.config import GPTConfig  # noqa: E402
 from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice  # noqa: E402
+from core.gpt.generate import generate  # noqa: E402
 
 REAL = real_config().require("gpt")  # the released checkpoints/config.yaml
 
@@ -90,14 +91,14 @@ def main() -> None:
     print("load average before: %.1f %.1f %.1f" % os.getloadavg())
 
     # warm-up (allocator, kernels)
-    model.generate(text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=4), generator=g)
+    generate(model, text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=4), generator=g)
 
     for beams in args.beams:
         settings = GenerationConfig(do_sample=True, num_beams=beams, max_mel_tokens=args.tokens)
         floor_before = matmul_floor_ms(model, beams)
         trace = DecodeTrace()
         start = time.perf_counter()
-        codes, hit_max = model.generate(text, spk_latent, emovec, settings, generator=g, trace=trace)
+        codes, hit_max = generate(model, text, spk_latent, emovec, settings, generator=g, trace=trace)
         total = time.perf_counter() - start
         floor = (floor_before + matmul_floor_ms(model, beams)) / 2
         assert hit_max and len(codes) == args.tokens, (len(codes), hit_max)

@@ -12,7 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-from .api import EMOTION_NAMES, Emotion, EngineError, GenerationSettings, Progress
+from .api import (
+    EMOTION_NAMES,
+    Emotion,
+    EngineError,
+    GenerationSettings,
+    ModelLimits,
+    Progress,
+    SettingError,
+    SynthesisRequest,
+)
 
 log = logging.getLogger("core.cli")
 
@@ -107,16 +116,29 @@ def _add_generation(p: argparse.ArgumentParser) -> None:
                         "slightly from the exact default")
 
 
+# GenerationSettings field -> the option that sets it (errors name the option the user typed)
+FLAGS = {
+    "top_p": "--top-p", "top_k": "--top-k", "temperature": "--temperature", "num_beams": "--num-beams",
+    "repetition_penalty": "--repetition-penalty", "max_mel_tokens": "--max-mel-tokens",
+    "max_text_tokens_per_segment": "--max-text-tokens", "interval_silence_ms": "--silence-ms",
+    "diffusion_steps": "--diffusion-steps", "cfg_rate": "--cfg-rate", "seed": "--seed",
+}
+
+
+def setting_message(exc: SettingError, where: str = "") -> str:
+    """A SettingError in command-line words: the option, the value, the allowed range."""
+    flag = FLAGS.get(exc.setting, exc.setting)
+    return f"{where}{flag} {exc.value} is out of range: allowed {exc.allowed}."
+
+
 def _settings(a: argparse.Namespace) -> GenerationSettings:
-    s = GenerationSettings(
+    return GenerationSettings(
         do_sample=not a.greedy, top_p=a.top_p, top_k=a.top_k, temperature=a.temperature,
         num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
         max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
         interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
         fast=a.fast,
     )
-    s.validate()
-    return s
 
 
 def _emotion(a: argparse.Namespace) -> Emotion:
@@ -158,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emo-random", action="store_true", help="with --emo-vector: pick speaker-matrix rows at random")
     s.add_argument("--model-dir", help="model folder")
     s.add_argument("--cache-dir", help="voice cache folder (default: the user cache folder)")
-    s.add_argument("--device", default="auto", help="auto, cuda, cpu or mps")
-    s.add_argument("--fp16", action="store_true", help="half precision GPT on CUDA")
+    s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or mps")
+    precision = s.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", dest="fp16", action="store_const", const=True, default=None,
+                           help="half-precision GPT on CUDA (the default on an NVIDIA GPU)")
+    precision.add_argument("--fp32", dest="fp16", action="store_const", const=False,
+                           help="full-precision GPT on CUDA too")
     s.add_argument("--quiet", action="store_true")
     _add_generation(s)
 
@@ -172,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("device", help="run a real test operation on the device inference would use")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or mps")
     return parser
 
 
@@ -191,13 +217,40 @@ def run(argv: list[str]) -> int:
             ok, text = device_report(args.device)
             print(text)
             return 0 if ok else 1
+    except SettingError as exc:
+        print("error: " + setting_message(exc), file=sys.stderr)
+        return 2
     except EngineError as exc:
         print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: keep the traceback, say where it is
+        where = _log_internal_error(exc, argv)
+        print(f"internal error: {type(exc).__name__}: {' '.join(str(exc).splitlines())[:300]}. This is a bug in "
+              f"IndexTTS2 Desktop; the details are in {where}.", file=sys.stderr)
+        return 3
     return 2
+
+
+def _log_internal_error(exc: BaseException, argv: list[str]) -> Path:
+    """Append the traceback of an unexpected error to the command-line log; its path."""
+    import traceback
+
+    from platformdirs import user_log_dir
+
+    from .models import APP_NAME
+
+    path = Path(os.environ.get("INDEXTTS_LOG_DIR") or user_log_dir(APP_NAME, appauthor=False)) / "cli.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} main.py {' '.join(argv)}\n")
+            fh.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        log.exception("internal error (the log %s could not be written)", path)
+    return path
 
 
 def _models(a: argparse.Namespace) -> int:
@@ -239,21 +292,33 @@ def _models(a: argparse.Namespace) -> int:
     return 0 if not bad else 1
 
 
-def _jobs(a: argparse.Namespace) -> list[tuple[str, str, str, Emotion, bool]]:
+def _jobs(a: argparse.Namespace, settings: GenerationSettings) -> list[tuple[SynthesisRequest, Path, bool, str]]:
+    """``(request, out, overwrite, where)`` per job; ``where`` prefixes its error messages."""
     if a.batch:
         path = Path(a.batch)
         if not path.is_file():
             raise EngineError(f"Batch file not found: {path}.")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EngineError(f"Cannot read the batch file {path}: {exc}.") from None
         jobs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            where = f"{path} line {n}: "
             try:
                 d = json.loads(line)
                 emo = Emotion.from_dict(d.get("emotion") or {})
-                jobs.append((d["text"], d.get("voice") or a.voice, d["out"], emo, bool(d.get("overwrite", a.overwrite))))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise EngineError(f"{path} line {n}: needs a JSON object with 'text' and 'out' ({exc}).") from None
+                job_settings = GenerationSettings.from_dict({**settings.to_dict(), **(d.get("settings") or {})})
+                request = SynthesisRequest(d["text"], d.get("voice") or a.voice or "", emo, job_settings)
+                jobs.append((request, Path(d["out"]), bool(d.get("overwrite", a.overwrite)), where))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                raise EngineError(f"{where}needs a JSON object with 'text' and 'out' ({exc}).") from None
+            except EngineError as exc:
+                raise EngineError(where + str(exc)) from None
+        if not jobs:
+            raise EngineError(f"The batch file {path} has no jobs.")
         return jobs
     text = a.text
     if a.text_file:
@@ -265,33 +330,42 @@ def _jobs(a: argparse.Namespace) -> list[tuple[str, str, str, Emotion, bool]]:
         raise EngineError("The text is empty: pass --text \"...\" or --text-file.")
     if not a.out:
         raise EngineError("Pass --out file.wav for the result.")
-    return [(text, a.voice, a.out, _emotion(a), a.overwrite)]
+    if not a.voice:
+        raise EngineError("Pass --voice clip.wav: the voice to clone.")
+    return [(SynthesisRequest(text, a.voice, _emotion(a), settings), Path(a.out), a.overwrite, "")]
+
+
+def _limits(model_dir: Path) -> ModelLimits | None:
+    """The model's limits from its config.yaml (torch-free), None when it cannot be read (the load says why)."""
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(model_dir / "config.yaml").limits()
+    except (ConfigError, OSError):
+        return None
 
 
 def _synth(a: argparse.Namespace) -> int:
     from . import models
 
-    settings = _settings(a)
-    jobs = _jobs(a)
-    for text, voice, out, emotion, overwrite in jobs:  # every job is checked before the models load
-        if not isinstance(text, str) or not text.strip():
-            raise EngineError(f"The text for {out} is empty.")
-        if not voice:
-            raise EngineError("Pass --voice clip.wav: the voice to clone.")
-        if not Path(voice).is_file():
-            raise EngineError(f"Voice clip not found: {voice}.")
-        emotion.validate()
-        if emotion.mode == "audio" and not Path(emotion.audio).is_file():
-            raise EngineError(f"Emotion clip not found: {emotion.audio}.")
-        if Path(out).exists() and not overwrite:
-            raise EngineError(f"{out} already exists; choose another name or pass --overwrite.")
-        folder = Path(out).resolve().parent
+    model_dir = models.locate_model_dir(a.model_dir)
+    limits = _limits(model_dir)
+    jobs = _jobs(a, _settings(a))
+    for request, out, overwrite, where in jobs:  # every job is checked before the models load
+        try:
+            request.validate(limits)
+        except SettingError as exc:
+            raise EngineError(setting_message(exc, where)) from None
+        except EngineError as exc:
+            raise EngineError(where + str(exc)) from None
+        if out.exists() and not overwrite:
+            raise EngineError(f"{where}{out} already exists; choose another name or pass --overwrite.")
+        folder = out.resolve().parent
         if not folder.is_dir():
-            raise EngineError(f"Output folder {folder} does not exist.")
+            raise EngineError(f"{where}Output folder {folder} does not exist.")
         check_writable(folder)
     from .engine import Engine  # torch: only once the input is known to be usable
 
-    model_dir = models.locate_model_dir(a.model_dir)
     if a.cache_dir:
         cache_dir = Path(a.cache_dir)
     else:
@@ -302,12 +376,15 @@ def _synth(a: argparse.Namespace) -> int:
     bar = _Bar(quiet=a.quiet)
     engine.load(model_dir, device=a.device, fp16=a.fp16, on_progress=bar)
     cancel = threading.Event()
-    for text, voice, out, emotion, overwrite in jobs:
-        result = engine.synthesize(text, voice, emotion, settings, on_progress=bar, cancel=cancel)
+    for request, out, overwrite, where in jobs:
+        try:
+            result = engine.synthesize(request, on_progress=bar, cancel=cancel)
+        except SettingError as exc:
+            raise EngineError(setting_message(exc, where)) from None
         bar.close()
         for w in result.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        write_wav_atomic(Path(out), result.audio, result.sample_rate, overwrite=overwrite)
+            print(f"warning: {where}{w}", file=sys.stderr)
+        write_wav_atomic(out, result.audio, result.sample_rate, overwrite=overwrite)
         if not a.quiet:
             print(f"wrote {out}: {result.duration:.2f} s of audio in {result.timings.get('total', 0):.1f} s")
     return 0

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .api import ModelLimits
+
 T = TypeVar("T")
 
 
@@ -180,6 +182,11 @@ class IndexTTSConfig:
         if value is None:
             raise ConfigError(f"{self.path}: required section '{section}' is missing")
         return value
+
+    def limits(self) -> ModelLimits:
+        """What this model can take per segment (speech tokens, text tokens)."""
+        gpt = self.require("gpt")
+        return ModelLimits(max_mel_tokens=int(gpt.max_mel_tokens), max_text_tokens=int(gpt.max_text_tokens))
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def _run(report: Report, name: str, fn: Callable[[], str]) -> Any:
         ok = True
     except _Failed as exc:
         ok, detail = False, str(exc)
-    except Exception as exc:  # noqa: BLE001 - a health check reports every failure instead of dying on it
+    except Exception as exc:
         ok = False
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
@@ -273,7 +273,7 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_engine(bpe: Path):  # noqa: ANN201 - returns core.engine.Engine (imported lazily)
+def build_tiny_engine(bpe: Path):
     """An :class:`~core.engine.Engine` whose every stage is a tiny random-weight model (CPU, float32)."""
     import torch
 
@@ -283,6 +283,7 @@ def build_tiny_engine(bpe: Path):  # noqa: ANN201 - returns core.engine.Engine (
     from .engine import Engine
     from .gpt import UnifiedVoice
     from .gpt.emotion import EmotionMatrices
+    from .pipeline import Pipeline
     from .s2mel import S2Mel
     from .semantic_codec import SemanticCodec
     from .text import TextFrontend
@@ -294,29 +295,33 @@ def build_tiny_engine(bpe: Path):  # noqa: ANN201 - returns core.engine.Engine (
     w2v_cfg = W2VBertConfig(hidden_size=1024, num_hidden_layers=1, num_attention_heads=8, intermediate_size=32,
                             conv_depthwise_kernel_size=5, has_masked_spec_embed=False)
     hidden = w2v_cfg.hidden_size
-    eng = Engine()
-    eng.frontend = TextFrontend(bpe)
-    eng.semantic = SemanticEncoder(W2VBert(w2v_cfg), torch.zeros(hidden), torch.ones(hidden), output_layer=1).eval()
-    eng.codec = SemanticCodec(cfg.require("semantic_codec")).eval()
-    eng.campplus = CAMPPlus(CAMPPlusConfig(growth_rate=4, bn_size=2, init_channels=16, head_channels=4,
-                                           block_layers=(1, 1, 1))).eval()
-    eng.gpt = UnifiedVoice(cfg.require("gpt")).eval().requires_grad_(False)
-    eng.gpt.prepare_for_inference()
-    eng.s2mel = S2Mel(cfg.require("s2mel"), gpt_dim=cfg.require("gpt").model_dim).eval()
-    eng.vocoder = BigVGAN(BigVGANConfig(num_mels=80, upsample_rates=[4, 4, 4, 4], upsample_kernel_sizes=[8, 8, 8, 8],
-                                        upsample_initial_channel=32, resblock_kernel_sizes=[3],
-                                        resblock_dilation_sizes=[[1, 3]])).eval()
+    campplus = CAMPPlus(CAMPPlusConfig(growth_rate=4, bn_size=2, init_channels=16, head_channels=4,
+                                       block_layers=(1, 1, 1))).eval()
+    gpt = UnifiedVoice(cfg.require("gpt")).eval().requires_grad_(False)
+    gpt.prepare_for_inference()
     rows = sum(cfg.emo_num)
-    eng.emotions = EmotionMatrices.from_tensors(torch.randn(rows, eng.campplus.cfg.embedding_size),
-                                                torch.randn(rows, cfg.require("gpt").model_dim), cfg.emo_num)
-    eng.cfg, eng.paths, eng.device = cfg, None, torch.device("cpu")
+    pipeline = Pipeline(
+        cfg,
+        frontend=TextFrontend(bpe),
+        semantic=SemanticEncoder(W2VBert(w2v_cfg), torch.zeros(hidden), torch.ones(hidden), output_layer=1).eval(),
+        codec=SemanticCodec(cfg.require("semantic_codec")).eval(),
+        campplus=campplus,
+        gpt=gpt,
+        s2mel=S2Mel(cfg.require("s2mel"), gpt_dim=cfg.require("gpt").model_dim).eval(),
+        vocoder=BigVGAN(BigVGANConfig(num_mels=80, upsample_rates=[4, 4, 4, 4], upsample_kernel_sizes=[8, 8, 8, 8],
+                                      upsample_initial_channel=32, resblock_kernel_sizes=[3],
+                                      resblock_dilation_sizes=[[1, 3]])).eval(),
+        emotions=EmotionMatrices.from_tensors(torch.randn(rows, campplus.cfg.embedding_size),
+                                              torch.randn(rows, cfg.require("gpt").model_dim), cfg.emo_num),
+    )
+    eng = Engine(pipeline=pipeline)
     return eng
 
 
 def check_synthesis(eng: Any, voice: Path, emotion_mode: str) -> str:
     import numpy as np
 
-    from .api import Emotion, GenerationSettings
+    from .api import Emotion, GenerationSettings, SynthesisRequest
 
     settings = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=6, diffusion_steps=2, seed=0)
     if emotion_mode == "vector":
@@ -324,7 +329,7 @@ def check_synthesis(eng: Any, voice: Path, emotion_mode: str) -> str:
     else:
         emotion = Emotion()
     stages: list[str] = []
-    result = eng.synthesize("Hello world. 你好。", voice, emotion, settings,
+    result = eng.synthesize(SynthesisRequest("Hello world. 你好。", voice, emotion, settings),
                             on_progress=lambda p: stages.append(p.stage))
     audio = np.asarray(result.audio)
     if audio.dtype != np.int16 or audio.ndim != 1:

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.api import Emotion, GenerationSettings
+from core.api import Emotion, GenerationSettings, SynthesisRequest
+from core.config import load_config
 from core.engine import Engine
-from test_engine import mirror_model_dir, single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
+from tiny_models import mirror_model_dir, single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "Hello there. This is the command line speaking."
@@ -82,7 +83,7 @@ def test_synth_writes_wav_equal_to_engine(work: Path, engine: Engine) -> None:
     assert run.returncode == 0, run.stderr
     assert "wrote" in run.stdout and "Traceback" not in run.stderr
     audio = read_wav(out)
-    expected = engine.synthesize(TEXT, work / "voice.wav", settings=SETTINGS).audio
+    expected = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", settings=SETTINGS)).audio
     np.testing.assert_array_equal(audio, expected)
     no_leftovers(out_dir, {"out.wav"})
     umask = os.umask(0)
@@ -104,9 +105,9 @@ def test_emotion_vector_and_emotion_clip(work: Path, engine: Engine) -> None:
     run = synth(work, "--text", TEXT, "--voice", "voice.wav", "--out", str(vec), "--quiet",
                 "--emo-vector", ",".join(map(str, VECTOR)), "--emo-alpha", "0.8")
     assert run.returncode == 0, run.stderr
-    expected = engine.synthesize(TEXT, work / "voice.wav", Emotion("vector", vector=VECTOR, alpha=0.8), SETTINGS).audio
+    expected = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", Emotion("vector", vector=VECTOR, alpha=0.8), SETTINGS)).audio
     np.testing.assert_array_equal(read_wav(vec), expected)
-    plain = engine.synthesize(TEXT, work / "voice.wav", settings=SETTINGS).audio
+    plain = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", settings=SETTINGS)).audio
     assert not np.array_equal(expected, plain), "the emotion vector changes the result"
 
     clip = work / "emoclip.wav"
@@ -114,7 +115,7 @@ def test_emotion_vector_and_emotion_clip(work: Path, engine: Engine) -> None:
                 "--emo-audio", "emotion.wav", "--emo-alpha", "0.5")
     assert run.returncode == 0, run.stderr
     emotion = Emotion("audio", audio=work / "emotion.wav", alpha=0.5)
-    np.testing.assert_array_equal(read_wav(clip), engine.synthesize(TEXT, work / "voice.wav", emotion, SETTINGS).audio)
+    np.testing.assert_array_equal(read_wav(clip), engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", emotion, SETTINGS)).audio)
 
 
 def test_batch_jsonl(work: Path, engine: Engine) -> None:
@@ -133,8 +134,8 @@ def test_batch_jsonl(work: Path, engine: Engine) -> None:
     no_leftovers(out_dir, {"b.wav"})
     run = synth(work, "--batch", str(batch), "--voice", "voice.wav", "--quiet", "--overwrite")
     assert run.returncode == 0, run.stderr
-    a = engine.synthesize(jobs[0]["text"], work / "voice.wav", settings=SETTINGS).audio
-    b = engine.synthesize(TEXT, work / "emotion.wav", Emotion("vector", vector=VECTOR, alpha=0.6), SETTINGS).audio
+    a = engine.synthesize(SynthesisRequest(jobs[0]["text"], work / "voice.wav", settings=SETTINGS)).audio
+    b = engine.synthesize(SynthesisRequest(TEXT, work / "emotion.wav", Emotion("vector", vector=VECTOR, alpha=0.6), SETTINGS)).audio
     np.testing.assert_array_equal(read_wav(out_dir / "a.wav"), a)
     np.testing.assert_array_equal(read_wav(out_dir / "b.wav"), b)
     no_leftovers(out_dir, {"a.wav", "b.wav"})
@@ -178,6 +179,52 @@ def test_bad_input_one_line_error_no_file(work: Path, case: str) -> None:
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     no_leftovers(out_dir, set())
+
+
+def _gpt_limits() -> tuple[int, int]:
+    gpt = load_config(tiny_model_dir() / "config.yaml").require("gpt")
+    return gpt.max_mel_tokens, gpt.max_text_tokens
+
+
+SETTING_CASES = {  # option, value, what the one error line must say about the allowed range
+    "max mel tokens": ("--max-mel-tokens", "5000", lambda: f"from 1 to {_gpt_limits()[0]} (the loaded model's limit)"),
+    "max text tokens": ("--max-text-tokens", "100000",
+                        lambda: f"from 1 to {_gpt_limits()[1]} (the loaded model's limit)"),
+    "diffusion steps": ("--diffusion-steps", "0", lambda: "a whole number from 1 to 1000"),
+    "top p": ("--top-p", "2", lambda: "greater than 0 and at most 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(SETTING_CASES), ids=list(SETTING_CASES))
+def test_setting_out_of_range_one_line_no_file(work: Path, tmp_path: Path, case: str) -> None:
+    option, value, allowed = SETTING_CASES[case]
+    assert _gpt_limits()[0] < 5000 and _gpt_limits()[1] < 100000  # the values are beyond this model's limits
+    run = synth(work, "--text", "Hello there.", "--voice", "voice.wav", "--out", str(tmp_path / "out.wav"),
+                option, value)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr  # no traceback, no progress: the check runs before the models load
+    assert lines[0].startswith(f"error: {option} {float(value):g}") or lines[0].startswith(f"error: {option} {value}")
+    assert "is out of range" in lines[0] and allowed() in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_internal_error_names_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Anything that is not an EngineError is a bug: one line naming the log file, which holds the traceback."""
+    import core.cli
+
+    def buggy(args: object) -> int:
+        raise KeyError("a bug deep inside")
+
+    monkeypatch.setenv("INDEXTTS_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(core.cli, "_synth", buggy)
+    assert core.cli.run(["synth", "--text", "Hello.", "--voice", "v.wav", "--out", "o.wav"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    log_file = tmp_path / "logs" / "cli.log"
+    assert len(lines) == 1 and lines[0].startswith("internal error: KeyError") and str(log_file) in lines[0], lines
+    logged = log_file.read_text(encoding="utf-8")
+    assert "Traceback" in logged and "a bug deep inside" in logged and "in buggy" in logged
 
 
 def test_missing_model_file(work: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.api import Emotion, GenerationSettings
+from core.api import Emotion, GenerationSettings, SynthesisRequest
 from core.engine import Engine
 from core.models import ModelPaths
 from reference import ref
@@ -75,34 +75,34 @@ def test_e2e_case(engine: Engine, case: dict) -> None:
         max_text_tokens_per_segment=inputs["max_text_tokens_per_segment"],
         interval_silence_ms=inputs["interval_silence_ms"],
     )
+    request = SynthesisRequest(inputs["text"], ref("data", "examples", inputs["speaker_clip"]), _emotion(inputs), settings)
     result, voice, traces, emovec = engine.synthesize_traced(
-        inputs["text"], ref("data", "examples", inputs["speaker_clip"]), _emotion(inputs), settings,
-        spk_cond_emb=spk, emo_cond_emb=emo, noise=lambda i, frames: g[f"seg{i}.cfm_noise"],
+        request, spk_cond_emb=spk, emo_cond_emb=emo, noise=lambda i, frames: g[f"seg{i}.cfm_noise"],
     )
 
     # speaker path
     close(voice.style, g["style"], 1e-4, "style")
     close(voice.ref_mel, g["ref_mel"], 1e-4, "ref_mel")
     close(voice.prompt_condition, g["prompt_condition"], 1e-4, "prompt_condition")
-    _, s_ref = engine.codec.quantize(spk)
+    _, s_ref = engine.pipeline.codec.quantize(spk)
     if "S_ref" in g:
         close(s_ref, g["S_ref"], 1e-4, "S_ref")
     else:
         rows = g["S_ref_first_rows"].shape[1]
         close(s_ref[:, :rows], g["S_ref_first_rows"], 1e-4, "S_ref_first_rows")
-    idx, _ = engine.codec.quantize(spk)
+    idx, _ = engine.pipeline.codec.quantize(spk)
     assert torch.equal(idx.cpu(), g["S_ref_indices"]), "S_ref_indices"
 
     # emotion: merge_emovec with the alpha infer_v2 ends up using, then the vector mix where there is one
     with torch.inference_mode():
-        merged = engine.gpt.merge_emovec(spk, emo, case["merge_alpha"])
+        merged = engine.pipeline.gpt.merge_emovec(spk, emo, case["merge_alpha"])
     close(merged, g["emovec_merge"], 1e-4, "emovec_merge")
     if "emo_weight_vector" in g:
         from core.gpt.emotion import scale_emo_weights
 
         weights = scale_emo_weights(inputs["emo_vector"], inputs["emo_alpha"])
         assert weights == pytest.approx(g["emo_weight_vector"].tolist(), abs=1e-7)
-        mat, _ = engine.emotions.mix(weights, voice.style.cpu())
+        mat, _ = engine.pipeline.emotions.mix(weights, voice.style.cpu())
         close(mat, g["emovec_mat"], 1e-4, "emovec_mat")
     n_seg = len(case["segments_detail"])
     assert len(traces) == n_seg
@@ -129,11 +129,11 @@ def test_stage_by_stage_vocoder_and_s2mel(engine: Engine) -> None:
         g = load_file(str(ref("e2e", f"{case['name']}.safetensors")))
         for i in range(len(case["segments_detail"])):
             with torch.inference_mode():
-                lat = engine.s2mel.gpt_layer(g[f"seg{i}.latent"])
+                lat = engine.pipeline.s2mel.gpt_layer(g[f"seg{i}.latent"])
                 close(lat, g[f"seg{i}.latent_gpt_layer"], 1e-4, "latent_gpt_layer")
-                s_infer = engine.codec.vq2emb(g[f"seg{i}.codes"]).transpose(1, 2) + g[f"seg{i}.latent_gpt_layer"]
+                s_infer = engine.pipeline.codec.vq2emb(g[f"seg{i}.codes"]).transpose(1, 2) + g[f"seg{i}.latent_gpt_layer"]
                 close(s_infer, g[f"seg{i}.S_infer"], 1e-4, "S_infer")
-                cond = engine.s2mel.length_regulator(g[f"seg{i}.S_infer"], g[f"seg{i}.target_lengths"])
+                cond = engine.pipeline.s2mel.length_regulator(g[f"seg{i}.S_infer"], g[f"seg{i}.target_lengths"])
                 close(cond, g[f"seg{i}.cond"], 1e-4, "cond")
-                wav = engine.vocoder(g[f"seg{i}.vc_target"])
+                wav = engine.pipeline.vocoder(g[f"seg{i}.vc_target"])
                 close(wav, g[f"seg{i}.bigvgan_out"], 1e-4, "bigvgan_out")

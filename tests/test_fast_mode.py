@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.api import GenerationSettings
+from core.api import GenerationSettings, SynthesisRequest
 from core.cli import _settings, build_parser
 from core.config import load_config
 from core.engine import Engine
 from core.s2mel import S2Mel
 from core.s2mel.cfm import fast_dtype
 from reference import ref
-from test_engine import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
+from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump  # noqa: F401 - fixtures
 
 META = json.loads(ref("s2mel", "s2mel_goldens.json").read_text(encoding="utf-8"))
@@ -130,7 +130,7 @@ def test_engine_passes_fast_to_sampler(tmp_path, single_thread: None) -> None:  
     engine = Engine(cache_dir=tmp_path / "voice_cache")
     engine.load(tiny_model_dir(), device="cpu")
     clip = write_clip(tmp_path / "voice.wav", 1.2, 170.0, seed=3)
-    cfm = engine.s2mel.cfm
+    cfm = engine.pipeline.s2mel.cfm
     inference: Callable[..., torch.Tensor] = cfm.inference
     seen: list[bool] = []
 
@@ -144,7 +144,7 @@ def test_engine_passes_fast_to_sampler(tmp_path, single_thread: None) -> None:  
         for fast in (False, True):
             settings = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=8, diffusion_steps=2, seed=0,
                                           fast=fast)
-            audio[fast] = engine.synthesize("Hello there.", clip, settings=settings, cancel=threading.Event()).audio
+            audio[fast] = engine.synthesize(SynthesisRequest("Hello there.", clip, settings=settings), cancel=threading.Event()).audio
     finally:
         del cfm.inference
     assert seen and seen == sorted(seen) and seen[0] is False and seen[-1] is True

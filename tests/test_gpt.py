@@ -15,7 +15,7 @@ from core.checkpoints import CheckpointError
 from core.config import load_config
 from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice
 from core.gpt.emotion import EmotionMatrices, blend_emovec, normalize_emo_vec, scale_emo_weights
-from core.gpt.generate import initial_seen, process_scores
+from core.gpt.generate import generate, initial_seen, process_scores
 from core.gpt.model import FAKE_PROMPT_ID
 
 
@@ -225,7 +225,7 @@ def test_every_generation_case_matches(model, meta, gen):
         text, spk, emovec = _case_inputs(meta, gen, case)
         settings = _case_settings(info, model.cfg.max_mel_tokens)
         trace = DecodeTrace()
-        codes, hit_max = model.generate(text, spk, emovec, settings, trace=trace)
+        codes, hit_max = generate(model, text, spk, emovec, settings, trace=trace)
         want = gen[f"{case}.codes"][0]
         ended = bool(want[-1] == stop)
         expected_codes = want[:-1] if ended else want
@@ -268,7 +268,7 @@ def test_beam_search_capped_before_any_stop(model, meta, gen):
         text, spk, emovec = _case_inputs(meta, gen, case)
         settings = _case_settings(meta["generation"][case], model.cfg.max_mel_tokens)
         settings.max_mel_tokens = n
-        codes, hit_max = model.generate(text, spk, emovec, settings)
+        codes, hit_max = generate(model, text, spk, emovec, settings)
         assert codes.tolist() == history[best], f"{case} capped at {n}"
         assert hit_max
 
@@ -303,7 +303,7 @@ def test_teacher_forced_pass_matches_cached_decoding(model, meta, gen, lat):
     assert (uncached - gen["greedy.step_logits"]).abs().max() <= 5e-4
     trace = DecodeTrace()
     settings = _case_settings(meta["generation"]["greedy"], model.cfg.max_mel_tokens)
-    model.generate(text, spk, emovec, settings, trace=trace)
+    generate(model, text, spk, emovec, settings, trace=trace)
     cached = torch.cat(trace.step_logits)
     assert cached.shape == uncached.shape
     assert (cached - uncached).abs().max() <= 5e-4
@@ -376,14 +376,14 @@ def test_sampling_is_reproducible_with_a_seed(model, meta, gen, beams):
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
     settings = GenerationConfig(do_sample=True, num_beams=beams, max_mel_tokens=12)
     runs = [
-        model.generate(text, spk, emovec, settings, generator=torch.Generator().manual_seed(7)).codes for _ in range(2)
+        generate(model, text, spk, emovec, settings, generator=torch.Generator().manual_seed(7)).codes for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])
     assert len(runs[0]) > 0
     torch.manual_seed(11)
-    a = model.generate(text, spk, emovec, settings).codes
+    a = generate(model, text, spk, emovec, settings).codes
     torch.manual_seed(11)
-    b = model.generate(text, spk, emovec, settings).codes
+    b = generate(model, text, spk, emovec, settings).codes
     assert torch.equal(a, b)
 
 
@@ -393,17 +393,17 @@ def test_max_tokens_flag_and_cancel(model, meta, gen):
     n = max(1, min(5, stop_step))  # the cap must end the decode before the built-in stop does
     greedy = _case_settings(meta["generation"]["greedy"], model.cfg.max_mel_tokens)
     greedy.max_mel_tokens = n
-    codes, hit_max = model.generate(text, spk, emovec, greedy)
+    codes, hit_max = generate(model, text, spk, emovec, greedy)
     assert hit_max == (stop_step >= n) and codes.tolist() == gen["greedy.codes"][0, : min(n, stop_step)].tolist()
     n = max(1, min(4, stop_step))
-    codes, hit_max = model.generate(text, spk, emovec, GenerationConfig(do_sample=False, num_beams=3, max_mel_tokens=n))
+    codes, hit_max = generate(model, text, spk, emovec, GenerationConfig(do_sample=False, num_beams=3, max_mel_tokens=n))
     assert hit_max == (stop_step >= n) and len(codes) == min(n, stop_step)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        model.generate(text, spk, emovec, GenerationConfig(), cancel=cancel)
+        generate(model, text, spk, emovec, GenerationConfig(), cancel=cancel)
     with pytest.raises(ValueError, match="max_mel_tokens"):
-        model.generate(text, spk, emovec, GenerationConfig(max_mel_tokens=model.cfg.max_mel_tokens + 1))
+        generate(model, text, spk, emovec, GenerationConfig(max_mel_tokens=model.cfg.max_mel_tokens + 1))
 
 
 def test_bad_checkpoints_are_refused(cfg, tmp_path):
@@ -458,7 +458,7 @@ def test_half_precision_path_runs_and_stays_close(cfg, meta, gen, lat, inputs):
     assert latent.dtype == torch.float32
     assert_close("fp16 latent", latent, lat["greedy.latent"], rel=5e-2)
     settings = GenerationConfig(num_beams=3, max_mel_tokens=6)
-    codes, _ = half.generate(text, spk_latent, emovec, settings, generator=torch.Generator().manual_seed(0))
+    codes, _ = generate(half, text, spk_latent, emovec, settings, generator=torch.Generator().manual_seed(0))
     assert 0 < len(codes) <= 6
 
 
@@ -474,7 +474,7 @@ def test_decode_runs_the_prompt_once_and_one_batched_step_per_token(model, meta,
     text, spk, emovec = _case_inputs(meta, gen, "greedy")
     n = max(2, min(6, _stop_step(meta, model)))  # the cap, not the built-in stop, ends the decode
     settings = GenerationConfig(do_sample=False, num_beams=beams, max_mel_tokens=n)
-    codes, hit_max = model.generate(text, spk, emovec, settings)
+    codes, hit_max = generate(model, text, spk, emovec, settings)
     assert hit_max and len(codes) == n
     assert len(calls["prefill"]) == 1
     p1 = calls["prefill"][0][1]

@@ -22,31 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.api import EMO_BIAS, EMO_SUM_CAP, normalize_emo_vec, scale_emo_weights
 from core.checkpoints import CheckpointError, load_torch
 
-EMO_BIAS: tuple[float, ...] = (0.9375, 0.875, 1.0, 1.0, 0.9375, 0.9375, 0.6875, 0.5625)
-EMO_SUM_CAP = 0.8
-
-
-def normalize_emo_vec(vector: Sequence[float], apply_bias: bool = True) -> list[float]:
-    """The WebUI's slider normalisation: multiply by :data:`EMO_BIAS`, then cap the sum at 0.8."""
-    values = [float(v) for v in vector]
-    if apply_bias:
-        values = [v * b for v, b in zip(values, EMO_BIAS)]
-    total = sum(values)
-    if total > EMO_SUM_CAP:
-        scale = EMO_SUM_CAP / total
-        values = [v * scale for v in values]
-    return values
-
-
-def scale_emo_weights(vector: Sequence[float], alpha: float) -> list[float]:
-    """infer_v2's emo_alpha step for vectors: clamp alpha to [0, 1]; if not 1, truncate w*alpha to 4 decimals."""
-    scale = max(0.0, min(1.0, float(alpha)))
-    values = [float(v) for v in vector]
-    if scale != 1.0:
-        values = [int(v * scale * 10000) / 10000 for v in values]
-    return values
+# The WebUI slider rule and infer_v2's alpha step are torch-free, in core.api (one copy for the GUI and the engine).
+__all__ = ["EMO_BIAS", "EMO_SUM_CAP", "EmotionMatrices", "blend_emovec", "normalize_emo_vec", "scale_emo_weights"]
 
 
 def blend_emovec(emovec_mat: Tensor, weight_sum: Tensor, emovec: Tensor) -> Tensor:

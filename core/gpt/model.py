@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +25,6 @@ from core.checkpoints import CheckpointError, load_strict, load_torch
 from core.config import GPTConfig
 from core.gpt.conformer import ConformerEncoder
 from core.gpt.perceiver import PerceiverResampler
-
-if TYPE_CHECKING:
-    from core.gpt.generate import DecodeTrace, Generated
 
 log = logging.getLogger(__name__)
 
@@ -416,25 +411,6 @@ class UnifiedVoice(nn.Module):
         return self.mel_head(self.final_norm(hidden)).float()
 
     # ------------------------------------------------------------------------------------------ generation
-    def generate(
-        self,
-        text_ids: Sequence[int] | Tensor,
-        spk_latent: Tensor,
-        emovec: Tensor,
-        settings: Any = None,
-        generator: torch.Generator | None = None,
-        cancel: threading.Event | None = None,
-        trace: DecodeTrace | None = None,
-    ) -> Generated:
-        """Decode mel codes: ``Generated(codes [n] without the stop token, hit_max)``.
-
-        ``settings`` is a GenerationConfig or anything with its field names (e.g. core.api.GenerationSettings);
-        ``cancel`` is checked every step (raises core.api.Cancelled). See generate.py for the algorithm.
-        """
-        from core.gpt.generate import generate
-
-        return generate(self, text_ids, spk_latent, emovec, settings, generator=generator, cancel=cancel, trace=trace)
-
     def new_cache(self, prompt_len: int, max_new: int, slots: int) -> KVCache:
         c = self.cfg
         return KVCache(c.layers, c.heads, c.model_dim // c.heads, prompt_len, max_new, slots, self.device, self.dtype)
