@@ -277,7 +277,7 @@ class SynthesisRequest:
     """Everything one synthesis needs: what to say, in which voice, with which emotion and settings."""
 
     text: str
-    voice: Path
+    voice: Path | str
     emotion: Emotion = field(default_factory=Emotion)
     settings: GenerationSettings = field(default_factory=GenerationSettings)
 
@@ -289,13 +289,17 @@ class SynthesisRequest:
         if self.settings is None:
             object.__setattr__(self, "settings", GenerationSettings())
 
+    @property
+    def voice_path(self) -> Path:
+        return Path(self.voice)
+
     def validate(self, limits: ModelLimits | None = None) -> SynthesisRequest:
         """Check the text, the voice and emotion clips and every setting; return self, or raise EngineError."""
         if not isinstance(self.text, str) or not self.text.strip():
             raise EngineError("The text is empty. Type something to say.")
         if not self.voice:
             raise EngineError("No voice chosen. Pick or record a voice clip first.")
-        if not self.voice.is_file():
+        if not Path(self.voice).is_file():
             raise EngineError(f"Voice clip not found: {self.voice}. Choose an existing audio file.")
         if not isinstance(self.emotion, Emotion) or not isinstance(self.settings, GenerationSettings):
             raise EngineError("A synthesis request needs an Emotion and GenerationSettings.")
@@ -312,7 +316,7 @@ class SynthesisRequest:
 
     @classmethod
     def from_dict(cls, data: dict) -> SynthesisRequest:
-        return cls(text=data.get("text", ""), voice=data.get("voice") or "",  # type: ignore[arg-type]
+        return cls(text=data.get("text", ""), voice=data.get("voice") or "",
                    emotion=Emotion.from_dict(data.get("emotion") or {}),
                    settings=GenerationSettings.from_dict(data.get("settings") or {}))
 

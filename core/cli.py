@@ -144,7 +144,8 @@ def _settings(a: argparse.Namespace) -> GenerationSettings:
 def _emotion(a: argparse.Namespace) -> Emotion:
     chosen = [x for x in (a.emo_audio, a.emo_vector, a.emo_text is not None, a.emo_random) if x]
     if len(chosen) > 1 and not (a.emo_random and a.emo_vector):
-        raise EngineError("Choose one emotion option: --emo-audio, --emo-vector (optionally with --emo-random) or --emo-text.")
+        raise EngineError("Choose one emotion option: --emo-audio, --emo-vector (optionally with --emo-random) "
+                          "or --emo-text.")
     if a.emo_audio:
         if not Path(a.emo_audio).is_file():
             raise EngineError(f"Emotion clip not found: {a.emo_audio}.")
@@ -153,7 +154,8 @@ def _emotion(a: argparse.Namespace) -> Emotion:
         try:
             values = tuple(float(x) for x in a.emo_vector.replace(",", " ").split())
         except ValueError:
-            raise EngineError(f"--emo-vector needs 8 numbers ({', '.join(EMOTION_NAMES)}), got {a.emo_vector!r}.") from None
+            names = ", ".join(EMOTION_NAMES)
+            raise EngineError(f"--emo-vector needs 8 numbers ({names}), got {a.emo_vector!r}.") from None
         return Emotion("vector", vector=values, alpha=a.emo_alpha, random=a.emo_random)
     if a.emo_text is not None:
         return Emotion("text", text=a.emo_text, alpha=a.emo_alpha)

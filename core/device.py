@@ -88,12 +88,12 @@ def probe(requested: str | None = "auto", fp16: bool | None = None) -> DeviceCho
         except (RuntimeError, AssertionError) as exc:
             lines.append(f"Apple GPU (MPS) failed a test kernel: {exc}.")
             if want == "mps":
-                return DeviceChoice(want, "cpu", False, False,
-                                    f"MPS (Apple GPU) was requested but cannot be used ({exc}). Choose 'auto' or 'cpu'.",
-                                    "\n".join(lines))
+                why = f"MPS (Apple GPU) was requested but cannot be used ({exc}). Choose 'auto' or 'cpu'."
+                return DeviceChoice(want, "cpu", False, False, why, "\n".join(lines))
     a = torch.randn(64, 64)
     (a @ a).sum().item()
-    lines.append(f"Inference will run on the CPU ({torch.get_num_threads()} threads) in float32: this works but is slow.")
+    threads = torch.get_num_threads()
+    lines.append(f"Inference will run on the CPU ({threads} threads) in float32: this works but is slow.")
     reason = f" {notes[0]}" if notes else ""
     return DeviceChoice(want, "cpu", False, True, f"Using the CPU (slow).{reason}", "\n".join(lines))
 
@@ -114,7 +114,8 @@ def _check_cuda(torch, index: int) -> tuple[bool, list[str]]:
         return False, [f"torch.cuda.is_available() failed: {exc!r}.",
                        "The NVIDIA driver could not be queried."]
     if not available:
-        why = f"No NVIDIA GPU usable with the CUDA {build} build was found (no GPU, or the driver is missing or too old)."
+        why = (f"No NVIDIA GPU usable with the CUDA {build} build was found "
+               "(no GPU, or the driver is missing or too old).")
         return False, [why]
     if index >= torch.cuda.device_count():
         return False, [f"There is no GPU number {index} (found {torch.cuda.device_count()})."]
@@ -122,7 +123,8 @@ def _check_cuda(torch, index: int) -> tuple[bool, list[str]]:
     major, minor = torch.cuda.get_device_capability(index)
     free, total = torch.cuda.mem_get_info(index)
     arch_list = torch.cuda.get_arch_list()
-    lines = [f"GPU {index}: {name}, compute capability {major}.{minor}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free.",
+    memory = f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+    lines = [f"GPU {index}: {name}, compute capability {major}.{minor}, {memory}.",
              f"This build has kernels for: {', '.join(arch_list) or 'unknown'}."]
     try:
         gen = torch.Generator().manual_seed(0)

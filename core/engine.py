@@ -226,7 +226,7 @@ class Engine:
             if cached is not None:
                 return Voice(key, *(cached[k] for k in _VOICE_KEYS))
         audio = _read_clip(load_speaker_audio, clip, "voice")
-        spec = p.cfg.s2mel.preprocess_params
+        spec = p.cfg.require("s2mel").preprocess_params
         sp = spec.spect_params
         if spk_cond_emb is None:
             spk_cond_emb = self._semantic_features(p, audio.audio_16k)
@@ -330,7 +330,7 @@ class Engine:
             raise EngineError("Nothing to say: the text has no speakable characters.")
 
         report("Preparing voice", 0.0)
-        v = self._prepare_voice(p, request.voice, spk_cond_emb)
+        v = self._prepare_voice(p, request.voice_path, spk_cond_emb)
         timings["voice"] = time.perf_counter() - t0
 
         # Emotion, as infer_v2: a vector (given or from text) replaces the emotion clip; without an
@@ -350,7 +350,7 @@ class Engine:
         t1 = time.perf_counter()
         report("Preparing emotion", 0.04)
         if emo_cond_emb is None:
-            emo_cond_emb = self._emotion_features(p, emo_clip if emo_clip is not None else request.voice)
+            emo_cond_emb = self._emotion_features(p, emo_clip if emo_clip is not None else request.voice_path)
         timings["emotion"] = time.perf_counter() - t1
         return _Job(v, emo_cond_emb.to(p.device), alpha, weights, emotion.random, settings, segments,
                     on_progress, cancel, timings=timings)
@@ -423,9 +423,11 @@ class Engine:
                 job.trace.append(SegmentTrace(ids, codes.cpu(), hit_max, latent.float().cpu(), mel.cpu(), pcm))
             audio = pcm.to(torch.int16).numpy().reshape(-1)
             if "first_segment" not in timings:
-                timings["first_segment"] = time.perf_counter() - start + timings.get("voice", 0.0) + timings.get("emotion", 0.0)
+                before = timings.get("voice", 0.0) + timings.get("emotion", 0.0)
+                timings["first_segment"] = time.perf_counter() - start + before
             yield SegmentAudio(i, n, audio, text)
-        timings["total"] = sum(timings.get(k, 0.0) for k in ("voice", "emotion", "gpt", "gpt_latent", "s2mel", "vocoder"))
+        stages = ("voice", "emotion", "gpt", "gpt_latent", "s2mel", "vocoder")
+        timings["total"] = sum(timings.get(k, 0.0) for k in stages)
         if job.on_progress:
             job.on_progress(Progress("Done", 1.0, n, n))
 

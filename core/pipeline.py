@@ -90,7 +90,8 @@ def resolve_paths(model_dir: str | Path | None) -> ModelPaths:
     bad = problems(check(model_dir))
     if bad:
         listing = "; ".join(describe(s).strip() for s in bad[:4])
-        raise EngineError(f"Model files in {model_dir} are incomplete: {listing}. Run 'python main.py models download'.")
+        raise EngineError(f"Model files in {model_dir} are incomplete: {listing}. "
+                          "Run 'python main.py models download'.")
     try:
         return ModelPaths.from_model_dir(model_dir)
     except ConfigError as exc:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny_models import mirror_model_dir, single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 
 from core.api import Emotion, GenerationSettings, SynthesisRequest
 from core.config import load_config
 from core.engine import Engine
-from tiny_models import mirror_model_dir, single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "Hello there. This is the command line speaking."
@@ -105,7 +105,8 @@ def test_emotion_vector_and_emotion_clip(work: Path, engine: Engine) -> None:
     run = synth(work, "--text", TEXT, "--voice", "voice.wav", "--out", str(vec), "--quiet",
                 "--emo-vector", ",".join(map(str, VECTOR)), "--emo-alpha", "0.8")
     assert run.returncode == 0, run.stderr
-    expected = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", Emotion("vector", vector=VECTOR, alpha=0.8), SETTINGS)).audio
+    vector = Emotion("vector", vector=VECTOR, alpha=0.8)
+    expected = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", vector, SETTINGS)).audio
     np.testing.assert_array_equal(read_wav(vec), expected)
     plain = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", settings=SETTINGS)).audio
     assert not np.array_equal(expected, plain), "the emotion vector changes the result"
@@ -115,7 +116,8 @@ def test_emotion_vector_and_emotion_clip(work: Path, engine: Engine) -> None:
                 "--emo-audio", "emotion.wav", "--emo-alpha", "0.5")
     assert run.returncode == 0, run.stderr
     emotion = Emotion("audio", audio=work / "emotion.wav", alpha=0.5)
-    np.testing.assert_array_equal(read_wav(clip), engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", emotion, SETTINGS)).audio)
+    expected = engine.synthesize(SynthesisRequest(TEXT, work / "voice.wav", emotion, SETTINGS)).audio
+    np.testing.assert_array_equal(read_wav(clip), expected)
 
 
 def test_batch_jsonl(work: Path, engine: Engine) -> None:
@@ -135,7 +137,8 @@ def test_batch_jsonl(work: Path, engine: Engine) -> None:
     run = synth(work, "--batch", str(batch), "--voice", "voice.wav", "--quiet", "--overwrite")
     assert run.returncode == 0, run.stderr
     a = engine.synthesize(SynthesisRequest(jobs[0]["text"], work / "voice.wav", settings=SETTINGS)).audio
-    b = engine.synthesize(SynthesisRequest(TEXT, work / "emotion.wav", Emotion("vector", vector=VECTOR, alpha=0.6), SETTINGS)).audio
+    vector = Emotion("vector", vector=VECTOR, alpha=0.6)
+    b = engine.synthesize(SynthesisRequest(TEXT, work / "emotion.wav", vector, SETTINGS)).audio
     np.testing.assert_array_equal(read_wav(out_dir / "a.wav"), a)
     np.testing.assert_array_equal(read_wav(out_dir / "b.wav"), b)
     no_leftovers(out_dir, {"a.wav", "b.wav"})

@@ -168,7 +168,8 @@ def test_cancel_from_progress_during_diffusion(engine: Engine, voice: Path, monk
             cancel.set()
 
     with pytest.raises(Cancelled):
-        engine.synthesize(SynthesisRequest(TEXT, voice, settings=settings(diffusion_steps=200)), on_progress=on_progress, cancel=cancel)
+        request = SynthesisRequest(TEXT, voice, settings=settings(diffusion_steps=200))
+        engine.synthesize(request, on_progress=on_progress, cancel=cancel)
     assert cancel.is_set()
     assert steps["after_cancel"] == 0, "a diffusion step ran after the cancel request"
     assert steps["total"] <= 2 and not after
@@ -276,7 +277,8 @@ def test_bad_emotion_vector(engine: Engine, voice: Path, vector: tuple[float, ..
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, math.nan])
 def test_bad_emotion_alpha(engine: Engine, voice: Path, alpha: float) -> None:
     with pytest.raises(EngineError, match="between 0 and 1"):
-        engine.synthesize(SynthesisRequest("Hello.", voice, Emotion("vector", vector=(0.5,) + (0.0,) * 7, alpha=alpha), settings()))
+        emotion = Emotion("vector", vector=(0.5,) + (0.0,) * 7, alpha=alpha)
+        engine.synthesize(SynthesisRequest("Hello.", voice, emotion, settings()))
 
 
 def test_engine_applies_no_bias_gui_does(engine: Engine, voice: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,7 +329,8 @@ def test_max_mel_tokens_warning(engine: Engine, voice: Path) -> None:
         assert silent == []  # no segment had audio to stream
 
     with stop_token_logit(engine, -1e4):
-        _, _, traces, _ = engine.synthesize_traced(SynthesisRequest("Hello there.", voice, settings=settings(max_mel_tokens=5)))
+        request = SynthesisRequest("Hello there.", voice, settings=settings(max_mel_tokens=5))
+        _, _, traces, _ = engine.synthesize_traced(request)
     assert all(t.hit_max_tokens and t.codes.numel() == 5 for t in traces)
 
 
@@ -341,7 +344,8 @@ def test_split_text_preview_matches_synthesis(engine: Engine, voice: Path) -> No
     assert "".join(short).replace(" ", "") == squash, "segments cover the text in order, nothing lost"
     tokens = [len(engine.pipeline.frontend.tokenize(seg)) for seg in short]
     assert max(tokens) <= 12 + 2, tokens  # a segment may only exceed by its closing punctuation
-    result = engine.synthesize(SynthesisRequest(TEXT, voice, settings=settings(max_text_tokens_per_segment=12, max_mel_tokens=3)))
+    s = settings(max_text_tokens_per_segment=12, max_mel_tokens=3)
+    result = engine.synthesize(SynthesisRequest(TEXT, voice, settings=s))
     assert result.segments == short
 
 
@@ -388,7 +392,8 @@ def test_settings_beyond_the_model_limits_name_the_setting_and_range(engine: Eng
 
 def test_text_the_front_end_cannot_read_is_an_engine_error(engine: Engine, voice: Path) -> None:
     bad = "Hello \ud800 there."  # an unpaired UTF-16 surrogate: not valid Unicode
-    for call in (lambda: engine.split_text(bad), lambda: engine.synthesize(SynthesisRequest(bad, voice, settings=settings()))):
+    request = SynthesisRequest(bad, voice, settings=settings())
+    for call in (lambda: engine.split_text(bad), lambda: engine.synthesize(request)):
         with pytest.raises(EngineError, match="cannot be read") as err:
             call()
         assert "\n" not in str(err.value)
