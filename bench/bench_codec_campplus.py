@@ -23,8 +23,9 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
 from common import peak_rss_mib, real_config  # noqa: E402
+
+from core.campplus import CAMPPlus, CAMPPlusConfig  # noqa: E402
 from core.config import SemanticCodecConfig  # noqa: E402
 from core.semantic_codec import SemanticCodec  # noqa: E402
 

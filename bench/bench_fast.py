@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_s2mel import default_config  # noqa: E402
+
 from core.config import load_config  # noqa: E402
 from core.s2mel import S2Mel, mel_frames_for_codes  # noqa: E402
 from core.s2mel.cfm import fast_dtype  # noqa: E402

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import peak_rss_mib, real_config  # noqa: E402
+
 from core.config import GPTConfig  # noqa: E402
 from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice  # noqa: E402
 from core.gpt.generate import generate  # noqa: E402

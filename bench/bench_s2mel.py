@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from common import real_config_path  # noqa: E402
+
 from core.config import load_config  # noqa: E402
 from core.s2mel import S2Mel, mel_frames_for_codes  # noqa: E402
 from core.s2mel.dit import DiT  # noqa: E402

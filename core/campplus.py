@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import CheckpointError, load_torch, load_strict
+from core.checkpoints import CheckpointError, load_strict, load_torch
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from reference import ref
 from safetensors.numpy import load_file
 
 from core import audio as audio_mod
@@ -39,7 +40,6 @@ from core.features import (
     seamless_mel_filters,
     slaney_mel_basis,
 )
-from reference import ref
 
 META = json.loads(ref("audio_front", "audio_front.json").read_text())
 CASES = sorted(META["cases"])

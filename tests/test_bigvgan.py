@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file
 
 from core.bigvgan import Activation1d, BigVGAN, default_filter
 from core.checkpoints import CheckpointError
-from reference import ref
 
 ATOL = 1e-4  # README: waveforms, pre-clamp outputs and all intermediates
 ATOL_ACT = 1e-5  # README: standalone Activation1d goldens and filters

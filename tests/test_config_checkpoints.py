@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from reference import ref
 from torch import nn
 
 from core.checkpoints import CheckpointError, fold_weight_norm, load_hf_dir, load_safetensors, load_strict, load_torch
 from core.config import ConfigError, load_config
-from reference import ref
 
 
 def test_real_config_loads_typed():

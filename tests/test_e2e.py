@@ -10,12 +10,12 @@ import json
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file
 
 from core.api import Emotion, GenerationSettings, SynthesisRequest
 from core.engine import Engine
 from core.models import ModelPaths
-from reference import ref
 
 CASES = json.loads(ref("e2e", "cases.json").read_text(encoding="utf-8"))
 

@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file
+from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump  # noqa: F401 - fixtures
+from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 
 from core.api import GenerationSettings, SynthesisRequest
 from core.cli import _settings, build_parser
@@ -18,9 +21,6 @@ from core.config import load_config
 from core.engine import Engine
 from core.s2mel import S2Mel
 from core.s2mel.cfm import fast_dtype
-from reference import ref
-from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
-from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump  # noqa: F401 - fixtures
 
 META = json.loads(ref("s2mel", "s2mel_goldens.json").read_text(encoding="utf-8"))
 CFM_STEPS = sorted(int(m.group(1)) for n in META["tensors"] if (m := re.fullmatch(r"cfm(\d+)\.out", n)))

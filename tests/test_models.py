@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -10,11 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from core import models
 from hub_server import HubServer
 from reference import ref
 from tiny_models import TINY_MANIFEST, make_model_dir, serve_all, tiny_sources
+
+from core import models
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file, save_file
 
 from core.checkpoints import CheckpointError
@@ -21,7 +22,6 @@ from core.qwen_emotion import (
     render_chat_template,
     strip_thinking,
 )
-from reference import ref
 
 ATOL = RTOL = 1e-4  # README: logits / step logits (f32); generated tokens exact
 VALUE_TOL = 1e-12  # README: parsed values are Python floats

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file
 
 from core.api import Cancelled
@@ -19,7 +20,6 @@ from core.checkpoints import CheckpointError
 from core.config import S2MelConfig, load_config
 from core.s2mel import S2Mel, mel_frames_for_codes
 from core.s2mel.dit import DiT
-from reference import ref
 
 ATOL = 1e-4  # README: gpt_layer, length regulator, every DiT intermediate, dit.out / dit_cfg.out
 ATOL_CFM = 5e-4  # README: cfm3.*, cfm25.*, vc_targets (from cfm.noise_z)

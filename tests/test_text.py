@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from reference import ref
 
-from core.text import GlossaryError, GrammarError, TextError, TextFrontend, TokenizerError, split_cjk
-from core.text import fst
+from core.text import GlossaryError, GrammarError, TextError, TextFrontend, TokenizerError, fst, split_cjk
 from core.text.normalizer import TextNormalizer
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import ref
 from safetensors.torch import load_file, save_file
 
 from core.checkpoints import CheckpointError
 from core.w2vbert import SEMANTIC_LAYER, SemanticEncoder, W2VBert
-from reference import ref
 
 ATOL = 2e-5  # README: float32 port vs float64 moves any tensor by < 3e-6
 LAYER0_PARTS = ("ffn1", "self_attn", "conv_module", "ffn2")
