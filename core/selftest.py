@@ -323,7 +323,8 @@ def check_synthesis(eng: Any, voice: Path, emotion_mode: str) -> str:
 
     from .api import Emotion, GenerationSettings, SynthesisRequest
 
-    settings = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=6, diffusion_steps=2, seed=0)
+    settings = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=6, diffusion_steps=2, seed=0,
+                                  max_text_tokens_per_segment=40)  # within the tiny GPT's 64 text positions
     if emotion_mode == "vector":
         emotion = Emotion(mode="vector", vector=(0.0, 0.0, 0.6, 0.0, 0.0, 0.0, 0.0, 0.2), alpha=0.8)
     else:
