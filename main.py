@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
 
     import argparse
+    import re
+
+    from core.device import DEVICES
 
     parser = argparse.ArgumentParser(prog="main.py", description="IndexTTS2 Desktop: clone a voice and speak any text.")
     parser.add_argument("--standin", action="store_true", help="use the stand-in engine (no models needed)")
@@ -75,16 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selftest-report", metavar="JSON", help="with --selftest: also write the results here")
     parser.add_argument("--no-window", action="store_true", help="with --selftest: skip the main-window check")
     parser.add_argument("--model-dir", help="model folder (default: settings, $INDEXTTS_MODEL_DIR, user data dir)")
-    parser.add_argument("--device", default=None, help="auto, cuda, cpu or mps")
+    parser.add_argument("--device", default=None, help="auto, cuda, cuda:N, cpu or mps (this run; default: Settings)")
     parser.add_argument("commands", nargs="*", help=f"one of: {', '.join(COMMANDS)} (see 'main.py synth --help')")
     opts = parser.parse_args(args)
     if opts.commands:
         parser.error(f"unknown command {opts.commands[0]!r}; use one of: {', '.join(COMMANDS)}")
     if opts.selftest:
         return _selftest(opts.model_dir, opts.selftest_report, window=not opts.no_window)
+    device = (opts.device or "").strip().lower() or None
+    if device is not None and not (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
+        parser.error(f"unknown device {opts.device!r}; use auto, cuda, cuda:N, cpu or mps")
     from desktop.app import run as run_app
 
-    return run_app(standin=opts.standin, model_dir=opts.model_dir)
+    return run_app(standin=opts.standin, model_dir=opts.model_dir, device=device)
 
 
 if __name__ == "__main__":

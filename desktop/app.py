@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import threading
 import time
 import tkinter as tk
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from tkinter import ttk
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +30,15 @@ from core.api import (
     GenerationSettings,
     Progress,
     SegmentAudio,
+    SettingError,
+    SynthesisRequest,
     SynthesisResult,
+    silence_gap,
 )
+from core.device import DeviceChoice, probe
 from desktop import dialogs as dialogs_mod
 from desktop.audio import AudioUnavailable
-from desktop.devicecheck import DeviceReport, check_device
-from desktop.dialogs import UserError, describe_error
+from desktop.dialogs import UserError, describe_error, is_expected
 from desktop.dirs import AppDirs, app_dirs
 from desktop.emotion_ui import EmotionPanel
 from desktop.logs import LogWindow, setup_logging
@@ -40,7 +47,14 @@ from desktop.presets import AppSettings, PresetStore, StateFiles
 from desktop.studio_presets import PresetActions
 from desktop.studio_results import HistoryEntry, Request, ResultActions
 from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
-from desktop.widgets.panels import AdvancedPanel, FirstRunScreen, HistoryPanel, TextPanel, VoicePanel
+from desktop.widgets.panels import (
+    AdvancedPanel,
+    FirstRunScreen,
+    HistoryPanel,
+    TextPanel,
+    VoicePanel,
+    setting_error_words,
+)
 from desktop.widgets.record_dialog import RecordDialog
 from desktop.widgets.settings_dialog import SettingsDialog
 from desktop.widgets.waveform import Waveform
@@ -64,6 +78,23 @@ def placeholder_setup(app: StudioApp) -> None:
     )
 
 
+@contextmanager
+def _engine_turn(lock: threading.Lock, job: Job) -> Iterator[None]:
+    """Wait (in the worker) until no other job uses the engine; a cancel while waiting ends the job."""
+    while not lock.acquire(timeout=0.02):
+        if job.cancel.is_set():
+            raise Cancelled()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _prepare(engine: EngineProtocol, lock: threading.Lock, job: Job, clip: Path) -> object:
+    with _engine_turn(lock, job):
+        return engine.prepare_voice(clip)
+
+
 class StudioApp(ResultActions, PresetActions):
     """The main window. ``dialog`` replaces every message box and file dialog (tests)."""
 
@@ -80,16 +111,18 @@ class StudioApp(ResultActions, PresetActions):
         autoload: bool = True,
         check_device_on_start: bool = True,
         persist: bool = True,
+        device: str | None = None,
     ) -> None:
         self.root = root
         self.engine = engine
         self.dirs = (dirs or app_dirs()).ensure()
-        self.dialog = dialog or dialogs_mod.ask
+        self.dialog: Callable[..., Any] = dialog or dialogs_mod.ask
         self.on_setup_models = on_setup_models or placeholder_setup
         self.persist = persist
         self.log_path = setup_logging(self.dirs.log)
         self.files = StateFiles(self.dirs.config)
         self.settings = self.files.load_settings()
+        self.device_override = device  # --device: this run only, not saved in the settings
         self.presets = PresetStore(self.dirs.presets)
         self.library = VoiceLibrary(self.dirs.voices)
         self.worker = Worker(root)
@@ -109,7 +142,11 @@ class StudioApp(ResultActions, PresetActions):
         self._stream_started = False
         self._stream_gap = np.zeros(0, dtype=np.int16)
         self._cursor_id: str | None = None
-        self.device_report: DeviceReport | None = None
+        self.device_report: DeviceChoice | None = None
+        self.pending_voices: list = []  # voices to prepare once the running synthesis has ended
+        self.prepare_job: Job | None = None
+        # Held by every worker call into the engine, so two jobs never run on it at once.
+        self._engine_lock = threading.Lock()
 
         root.title(APP_TITLE)
         root.minsize(980, 680)
@@ -265,17 +302,19 @@ class StudioApp(ResultActions, PresetActions):
 
     # --- errors -----------------------------------------------------------------------------------------------
     def error(self, title: str, exc_or_message: BaseException | str, prefix: str = "") -> None:
+        """The one error path: expected failures are a message; anything else is a bug, logged with its traceback."""
         if isinstance(exc_or_message, BaseException):
             message, details = describe_error(exc_or_message)
-            expected = isinstance(exc_or_message, (UserError, EngineError))
-            log.warning("%s: %s", title, message, exc_info=None if expected else exc_or_message)
+            if is_expected(exc_or_message):
+                log.warning("%s: %s", title, message)
+            else:
+                log.error("%s: internal error", title, exc_info=exc_or_message)
         else:
             message, details = exc_or_message, ""
         self.dialog("error", parent=self.root, title=title, message=prefix + message, details=details)
 
     def _callback_exception(self, exc_type, exc, tb) -> None:
-        log.error("unhandled error in a Tk callback", exc_info=(exc_type, exc, tb))
-        self.error("Unexpected error", exc.with_traceback(tb))
+        self.error("Unexpected error", exc.with_traceback(tb))  # logged there, with the traceback
 
     # --- engine -----------------------------------------------------------------------------------------------
     def _split_for_preview(self, text: str) -> list[str]:
@@ -308,21 +347,27 @@ class StudioApp(ResultActions, PresetActions):
             return
         self.show_studio()
         self.status.set("Loading the models\u2026")
-        model_dir, device, fp16 = self.model_dir, self.settings.device, self.settings.fp16
+        model_dir, device, fp16 = self.model_dir, self.device, self.settings.fp16
+
+        engine, lock = self.engine, self._engine_lock  # the worker must not hold the window (Tk objects)
 
         def work(job: Job, post: Callable) -> None:
-            self.engine.load(model_dir, device=device, fp16=fp16, on_progress=lambda p: post("progress", p))
+            with lock:
+                engine.load(model_dir, device=device, fp16=fp16, on_progress=lambda p: post("progress", p))
 
         def done(_: None) -> None:
             self.load_job = None
             self.status.set("Ready.")
+            self.show_engine_device()
             self.stage.set("")
             self.progress.set(0)
             self.refresh_buttons()
             self.text_panel.update_preview()
+            self._start_pending_voices()
 
         def failed(exc: BaseException) -> None:
             self.load_job = None
+            self.pending_voices.clear()
             self.refresh_buttons()
             if isinstance(exc, EngineError):
                 self.show_first_run(str(exc))
@@ -332,6 +377,17 @@ class StudioApp(ResultActions, PresetActions):
 
         self.load_job = self.worker.start("load", work, done, failed, on_message=lambda k, p: self._on_progress(p))
         self.refresh_buttons()
+
+    @property
+    def device(self) -> str:
+        """The device to load on: --device for this run, else the Settings choice."""
+        return self.device_override or self.settings.device
+
+    def show_engine_device(self) -> None:
+        """The status bar names what the loaded engine really uses (a probe only says what it would use)."""
+        choice = getattr(self.engine, "device_choice", None)
+        if isinstance(choice, DeviceChoice):
+            self.device_note.set(choice.summary)
 
     def choose_model_dir(self) -> None:
         path = self.dialog("directory", parent=self.root, title="Choose the IndexTTS-2 model folder")
@@ -363,7 +419,7 @@ class StudioApp(ResultActions, PresetActions):
             raise UserError(f"The voice clip cannot be used. {exc}") from None
         settings = self.advanced.get_settings()
         if settings.seed is None:
-            settings.seed = random.randrange(2**31)  # recorded so that 'regenerate' is exact
+            settings = replace(settings, seed=random.randrange(2**31))  # recorded so that 'regenerate' is exact
         emotion = self.emotion_panel.to_emotion()
         try:
             emotion.validate()
@@ -374,13 +430,17 @@ class StudioApp(ResultActions, PresetActions):
                 check_clip(emotion.audio or "")
             except VoiceError as exc:
                 raise UserError(f"The emotion clip cannot be used. {exc}") from None
+        synthesis = SynthesisRequest(text=text, voice=voice, emotion=emotion, settings=settings)
+        try:
+            synthesis.validate(self.engine.limits)  # the loaded model's limits too: nothing starts that would fail
+        except SettingError as exc:
+            raise UserError(setting_error_words(exc)) from None
+        except EngineError as exc:
+            raise UserError(str(exc)) from None
         return Request(
-            text=text,
-            voice=voice,
+            synthesis=synthesis,
             voice_label=self.voice_panel.voice_label.get(),
-            emotion=emotion,
             emotion_state=self.emotion_panel.get_state(),
-            settings=settings,
             stream=bool(self.stream_var.get()),
         )
 
@@ -399,24 +459,19 @@ class StudioApp(ResultActions, PresetActions):
 
     def start_job(self, request: Request) -> Job:
         self.stop_playback()
-        engine = self.engine
+        engine, lock = self.engine, self._engine_lock  # the worker must not hold the window (Tk objects)
         self._stream_started = False
-        self._stream_gap = np.zeros(int(request.settings.interval_silence_ms * SAMPLE_RATE / 1000), dtype=np.int16)
+        self._stream_gap = silence_gap(request.settings.interval_silence_ms)
 
         def work(job: Job, post: Callable) -> SynthesisResult:
-            progress = lambda p: post("progress", p)  # noqa: E731
-            args = (request.text, request.voice, request.emotion, request.settings, progress, job.cancel)
-            if not request.stream:
-                return engine.synthesize(*args)
-            start = time.perf_counter()
-            pieces, texts = [], []
-            gap = np.zeros(int(request.settings.interval_silence_ms * SAMPLE_RATE / 1000), dtype=np.int16)
-            for seg in engine.synthesize_stream(*args):
-                post("segment", seg)
-                pieces += [gap, seg.audio] if pieces else [seg.audio]
-                texts.append(seg.text)
-            audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
-            return SynthesisResult(audio=audio, timings={"total": time.perf_counter() - start}, segments=texts)
+            # One call, streaming or not: the engine's result (audio, warnings, errors) is used as it is.
+            with _engine_turn(lock, job):
+                return engine.synthesize(
+                    request.synthesis,
+                    on_progress=lambda p: post("progress", p),
+                    on_segment=(lambda seg: post("segment", seg)) if request.stream else None,
+                    cancel=job.cancel,
+                )
 
         self.job_started = time.monotonic()
         self.last_progress = None
@@ -500,6 +555,7 @@ class StudioApp(ResultActions, PresetActions):
         )
         if self._stream_started and self.player is not None:
             self.player.close_stream_input()
+        self._start_pending_voices()
 
     def _job_failed(self, exc: BaseException) -> None:
         self.job = None
@@ -507,6 +563,7 @@ class StudioApp(ResultActions, PresetActions):
         self.progress.set(0)
         if self.player is not None and self._stream_started:
             self.player.stop()
+        self.root.after_idle(self._start_pending_voices)
         if isinstance(exc, Cancelled):
             self.stage.set("Cancelled")
             self.status.set("Generation cancelled.")
@@ -533,6 +590,7 @@ class StudioApp(ResultActions, PresetActions):
         self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
         self._save_settings()
         if reload and self.job is None:
+            self.device_override = None  # the user chose a device in Settings: it now wins over --device
             self.load_engine()
 
     def open_log(self) -> LogWindow:
@@ -556,12 +614,18 @@ class StudioApp(ResultActions, PresetActions):
         self.prepare_voice(voice)
 
     def prepare_voice(self, voice) -> Job | None:
-        """Compute (and let the engine cache) a new library voice's conditioning now, not at the first Generate."""
-        prepare = getattr(
-            self.engine, "prepare_voice", None
-        )  # optional: the real engine has it, the API does not require it
-        if prepare is None or not self.engine.loaded:
+        """Compute (and let the engine cache) a new library voice's conditioning now, not at the first Generate.
+
+        Never two jobs on the engine at once: while a synthesis (or a load) runs, the voice is queued and prepared
+        when it ends.
+        """
+        if not self.engine.loaded and self.load_job is None:
             return None
+        if self.job is not None or self.load_job is not None:
+            if voice not in self.pending_voices:
+                self.pending_voices.append(voice)
+            return None
+        engine, lock, clip = self.engine, self._engine_lock, voice.clip  # the worker must not hold the window
 
         def done(_: object) -> None:
             self.status.set(f"Voice '{voice.name}' is ready.")
@@ -569,7 +633,21 @@ class StudioApp(ResultActions, PresetActions):
         def failed(exc: BaseException) -> None:
             self.error("Voice", exc, prefix=f"The voice '{voice.name}' could not be prepared: ")
 
-        return self.worker.start("prepare-voice", lambda job, post: prepare(voice.clip), done, failed)
+        self.prepare_job = self.worker.start(
+            "prepare-voice", lambda job, post: _prepare(engine, lock, job, clip), done, failed
+        )
+        return self.prepare_job
+
+    def _start_pending_voices(self) -> None:
+        """Prepare the voices queued while a job ran, one at a time."""
+        if self.job is not None or self.load_job is not None or not self.pending_voices:
+            return
+        if self.prepare_job is not None and not self.prepare_job.finished:
+            self.root.after(50, self._start_pending_voices)
+            return
+        self.prepare_voice(self.pending_voices.pop(0))
+        if self.pending_voices:
+            self.root.after(50, self._start_pending_voices)
 
     def _pick_emotion_clip(self) -> str | None:
         path = self.dialog(
@@ -585,16 +663,20 @@ class StudioApp(ResultActions, PresetActions):
         return path
 
     def run_device_check(self, show: bool) -> Job:
-        def done(report: DeviceReport) -> None:
-            self.device_report = report
-            self.device_note.set(report.summary)
+        """Probe the chosen device in the worker (core.device, the same check the engine's load makes)."""
+        requested, fp16 = self.device, self.settings.fp16
+
+        def done(choice: DeviceChoice) -> None:
+            self.device_report = choice
+            self.device_note.set(choice.summary)
+            self.show_engine_device()  # once loaded, the status bar names what the engine really uses
             if show:
                 self.dialog(
-                    "info", parent=self.root, title="Device check", message=report.summary, details=report.details
+                    "info", parent=self.root, title="Device check", message=choice.summary, details=choice.details
                 )
 
         return self.worker.start(
-            "device-check", lambda job, post: check_device(), done, lambda exc: self.error("Device check", exc)
+            "device-check", lambda job, post: probe(requested, fp16), done, lambda exc: self.error("Device check", exc)
         )
 
     def close(self) -> None:
@@ -651,8 +733,12 @@ def run(
     dialog: Callable[..., object] | None = None,
     dirs: AppDirs | None = None,
     on_setup_models: Callable[[StudioApp], None] | None = None,
+    device: str | None = None,
 ) -> int:
-    """Open the studio and run until the window closes; 0 on a normal exit, 1 if it could not start."""
+    """Open the studio and run until the window closes; 0 on a normal exit, 1 if it could not start.
+
+    ``model_dir`` and ``device`` (from ``--model-dir``/``--device``) override the Settings for this run.
+    """
     _dpi_aware()
     try:
         root = tk.Tk()
@@ -675,6 +761,7 @@ def run(
             model_dir=model_dir,
             on_setup_models=on_setup_models,
             find_model_dir=find_model_dir,
+            device=device,
         )
     except Exception as exc:
         log.exception("the app could not start")

@@ -28,6 +28,7 @@ from typing import Any
 
 from core.api import Cancelled, EngineError
 from desktop.errors import UserError
+from desktop.logs import current_log_path
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,16 @@ AUDIO_FILETYPES = [("Audio files", "*.wav *.flac *.ogg *.mp3 *.m4a *.aiff *.aif"
 PRESET_FILETYPES = [("Preset files", "*.json"), ("All files", "*")]
 
 
+def is_expected(exc: BaseException) -> bool:
+    """True for failures with a message meant for the user; anything else is a bug (logged with its traceback)."""
+    return isinstance(exc, (UserError, EngineError, MemoryError, OSError))
+
+
 def describe_error(exc: BaseException) -> tuple[str, str]:
-    """(short human message, details) for any exception; never shows a traceback as the message."""
+    """(short human message, details) for any exception; never shows a traceback as the message.
+
+    An unexpected exception (a bug) is called an internal error and the message names the log file.
+    """
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, UserError):
         return str(exc), getattr(exc, "details", "") or details
@@ -56,7 +65,9 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
             return f"Permission denied{where}. Choose a folder you can write to.", details
         reason = exc.strerror or str(exc)
         return f"A file operation failed{where}: {reason}.", details
-    return "Something went wrong inside the app. The details were written to the log.", details
+    log_file = current_log_path()
+    log_words = f" to the log file {log_file}" if log_file is not None else " to the log"
+    return f"Something went wrong inside the app (an internal error). The details were written{log_words}.", details
 
 
 class ErrorDialog(tk.Toplevel):

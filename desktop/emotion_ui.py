@@ -1,21 +1,17 @@
-"""The emotion panel and the WebUI's emotion-vector normalisation.
+"""The emotion panel.
 
-The GUI applies :func:`normalize_emo_vec` (same rule as the upstream WebUI) before calling the engine;
-the engine itself uses the vector it gets unchanged.
+The GUI applies :func:`core.api.normalize_emo_vec` (the upstream WebUI's slider rule, kept once in core.api)
+before calling the engine; the engine itself uses the vector it gets unchanged.
 """
 
 from __future__ import annotations
 
 import tkinter as tk
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from tkinter import ttk
 
-from core.api import EMOTION_NAMES, Emotion
-
-# Per-emotion factors the WebUI applies to de-emphasise emotions that tend to sound odd (same order as EMOTION_NAMES).
-EMOTION_BIAS: tuple[float, ...] = (0.9375, 0.875, 1.0, 1.0, 0.9375, 0.9375, 0.6875, 0.5625)
-EMOTION_SUM_CAP = 0.8
+from core.api import EMO_BIAS, EMO_SUM_CAP, EMOTION_NAMES, Emotion, normalize_emo_vec
 
 MODES: tuple[tuple[str, str], ...] = (
     ("speaker", "Same as the voice"),
@@ -23,17 +19,6 @@ MODES: tuple[tuple[str, str], ...] = (
     ("vector", "Emotion sliders"),
     ("text", "From a description"),
 )
-
-
-def normalize_emo_vec(values: Sequence[float], apply_bias: bool = True) -> list[float]:
-    """Scale the 8 slider values as the WebUI does: optional bias per emotion, then cap the sum at 0.8."""
-    vector = [float(v) for v in values]
-    if apply_bias:
-        vector = [v * b for v, b in zip(vector, EMOTION_BIAS, strict=True)]
-    total = sum(vector)
-    if total > EMOTION_SUM_CAP:
-        vector = [v * EMOTION_SUM_CAP / total for v in vector]
-    return vector
 
 
 class EmotionPanel(ttk.LabelFrame):
@@ -142,10 +127,10 @@ class EmotionPanel(ttk.LabelFrame):
         eff = normalize_emo_vec(raw)
         for label, value in zip(self.effective_labels, eff, strict=True):
             label.configure(text=f"{value:.2f}")
-        biased = sum(v * b for v, b in zip(raw, EMOTION_BIAS, strict=True))
-        capped = biased > EMOTION_SUM_CAP
+        biased = sum(v * b for v, b in zip(raw, EMO_BIAS, strict=True))
+        capped = biased > EMO_SUM_CAP
         self.sum_text.set(
-            f"Sum after bias {biased:.2f} / cap {EMOTION_SUM_CAP:.1f}"
+            f"Sum after bias {biased:.2f} / cap {EMO_SUM_CAP:.1f}"
             + (" \u2192 scaled down to 0.80" if capped else "")
         )
         self._on_change()

@@ -16,6 +16,12 @@ LOG_NAME = "indextts2-desktop.log"
 FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"
 
 _fault_file: IO[str] | None = None
+_log_path: Path | None = None
+
+
+def current_log_path() -> Path | None:
+    """The log file :func:`setup_logging` last opened (None before that)."""
+    return _log_path
 
 
 def setup_logging(log_dir: Path, level: int = logging.INFO) -> Path:
@@ -23,7 +29,7 @@ def setup_logging(log_dir: Path, level: int = logging.INFO) -> Path:
 
     Calling it again with another folder moves the log there (tests use one folder per app).
     """
-    global _fault_file
+    global _fault_file, _log_path
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / LOG_NAME
     root = logging.getLogger()
@@ -35,6 +41,7 @@ def setup_logging(log_dir: Path, level: int = logging.INFO) -> Path:
     handler.setFormatter(logging.Formatter(FORMAT))
     handler._indextts2 = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    _log_path = path
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
     # Native crashes (PortAudio, torch kernels) leave no Python traceback; faulthandler writes one.

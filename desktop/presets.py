@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.api import GenerationSettings
+from core.device import DEVICES, FP16_ON_CUDA
 from desktop.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ class AppSettings:
     """Settings from the Settings dialog (``settings.json``)."""
 
     model_dir: str = ""
-    device: str = "auto"  # auto | cuda | cpu
-    fp16: bool = True  # only used on CUDA
+    device: str = "auto"  # one of core.device.DEVICES: auto | cuda | cpu | mps
+    fp16: bool = FP16_ON_CUDA  # only used on CUDA
     output_dir: str = ""
     input_device: str = ""  # sounddevice name; "" = system default
     output_device: str = ""
@@ -159,7 +160,7 @@ class AppSettings:
         names = {f.name: f.type for f in fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
         settings = cls(**known)
-        if settings.device not in ("auto", "cuda", "cpu"):
+        if settings.device not in DEVICES:
             settings.device = "auto"
         return settings
 

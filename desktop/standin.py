@@ -12,7 +12,6 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,21 @@ import soundfile as sf
 
 from core.api import (
     EMOTION_NAMES,
+    NO_SPEECH,
     SAMPLE_RATE,
     Cancelled,
     Emotion,
     EngineError,
-    GenerationSettings,
+    ModelLimits,
     Progress,
     ProgressCallback,
     SegmentAudio,
+    SegmentCallback,
+    SynthesisRequest,
     SynthesisResult,
+    join_segments,
 )
+from core.device import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +57,16 @@ class StandInEngine:
         self.load_seconds = load_seconds
         self._loaded = False
         self.device = "cpu"
-        self.calls: list[dict] = []  # what synthesize was asked, for tests and the log
+        self.calls: list[dict] = []  # what synthesize was asked (SynthesisRequest.to_dict()), for tests and the log
+        self.prepared: list[str] = []  # the clips prepare_voice was given
+        self._limits = ModelLimits(max_mel_tokens=1815, max_text_tokens=600)  # IndexTTS-2's config
 
     # --- loading ---------------------------------------------------------------------------------
     def load(
         self,
         model_dir: str | Path | None = None,
         device: str = "auto",
-        fp16: bool = False,
+        fp16: bool | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         if model_dir is not None and not Path(model_dir).is_dir():
@@ -68,8 +74,8 @@ class StandInEngine:
                 f"Model folder not found: {model_dir}. "
                 "Download the IndexTTS-2 models or choose the folder that holds them."
             )
-        if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-            raise EngineError(f"Unknown device {device!r}; use auto, cpu or cuda.")
+        if device not in DEVICES and not str(device).startswith("cuda:"):
+            raise EngineError(f"Unknown device {device!r}; use auto, cuda, cuda:N, cpu or mps.")
         stages = ("Reading config", "Loading GPT", "Loading semantic codec", "Loading vocoder")
         for i, stage in enumerate(stages):
             if on_progress:
@@ -84,6 +90,10 @@ class StandInEngine:
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    @property
+    def limits(self) -> ModelLimits | None:
+        return self._limits if self._loaded else None
 
     # --- text ------------------------------------------------------------------------------------
     def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
@@ -111,14 +121,11 @@ class StandInEngine:
         return segments
 
     # --- synthesis -------------------------------------------------------------------------------
-    def _check(self, text: str, voice: str | Path, emotion: Emotion, settings: GenerationSettings) -> None:
+    def _check(self, request: SynthesisRequest) -> None:
         if not self._loaded:
             raise EngineError("The engine is not loaded yet; call load() first.")
-        if not text or not text.strip():
-            raise EngineError("The text is empty; type something to speak.")
-        path = Path(voice)
-        if not path.is_file():
-            raise EngineError(f"Voice clip not found: {path}.")
+        request.validate(self.limits)
+        path = request.voice_path
         try:
             info = sf.info(str(path))
         except Exception as exc:  # soundfile raises its own error type for unknown formats
@@ -127,10 +134,15 @@ class StandInEngine:
             ) from exc
         if info.frames == 0:
             raise EngineError(f"The voice clip {path.name} is empty.")
-        settings.validate()
-        emotion.validate()
-        if emotion.mode == "audio" and not Path(emotion.audio or "").is_file():
-            raise EngineError(f"Emotion clip not found: {emotion.audio}.")
+
+    def prepare_voice(self, clip: str | Path) -> Path:
+        """Check the clip as a synthesis would (the stand-in has no conditioning to cache)."""
+        path = Path(clip)
+        if not path.is_file():
+            raise EngineError(f"Voice clip not found: {path}. Choose an existing audio file.")
+        self._wait(self.step_seconds, None)
+        self.prepared.append(str(path))
+        return path
 
     def _wait(self, seconds: float, cancel: threading.Event | None) -> None:
         end = time.monotonic() + seconds
@@ -161,27 +173,34 @@ class StandInEngine:
         wave += rng.normal(0.0, 0.003, wave.shape)
         return np.clip(wave * 32767, -32768, 32767).astype(np.int16)
 
-    def synthesize_stream(
+    def segments_for(self, request: SynthesisRequest) -> list[str]:
+        """The segments to speak (a subclass may return none: the no-speech case)."""
+        return self.split_text(request.text, request.settings.max_text_tokens_per_segment)
+
+    def warnings_for(self, request: SynthesisRequest, segments: list[str]) -> list[str]:
+        """Warnings the result carries (none here; tests override it)."""
+        return []
+
+    def synthesize(
         self,
-        text: str,
-        voice: str | Path,
-        emotion: Emotion | None = None,
-        settings: GenerationSettings | None = None,
+        request: SynthesisRequest,
+        *,
         on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         cancel: threading.Event | None = None,
-    ) -> Iterator[SegmentAudio]:
-        emotion = emotion or Emotion()
-        settings = settings or GenerationSettings()
-        self._check(text, voice, emotion, settings)
-        self.calls.append(
-            {"text": text, "voice": str(voice), "emotion": emotion.to_dict(), "settings": settings.to_dict()}
-        )
-        segments = self.split_text(text, settings.max_text_tokens_per_segment)
+    ) -> SynthesisResult:
+        self._check(request)
+        settings, emotion, voice = request.settings, request.emotion, request.voice_path
+        self.calls.append(request.to_dict())
+        start = time.perf_counter()
+        segments = self.segments_for(request)
         rng = np.random.default_rng(settings.seed)
         report = on_progress or (lambda p: None)
         report(Progress(stage="Encoding voice", fraction=0.0, segments=len(segments)))
         self._wait(self.step_seconds, cancel)
         steps = ("Generating speech tokens", "Computing semantic features", "Diffusion", "Vocoding")
+        pieces: list[np.ndarray] = []
+        texts: list[str] = []
         for index, segment in enumerate(segments):
             for k, stage in enumerate(steps):
                 fraction = (index + k / len(steps)) / len(segments)
@@ -191,28 +210,17 @@ class StandInEngine:
                     )
                 )
                 self._wait(self.step_seconds, cancel)
-            audio = self._render(segment, Path(voice), emotion, rng)
-            yield SegmentAudio(index=index, count=len(segments), audio=audio, text=segment)
+            audio = self._render(segment, voice, emotion, rng)
+            pieces.append(audio)
+            texts.append(segment)
+            if on_segment is not None:
+                on_segment(SegmentAudio(index=index, count=len(segments), audio=audio, text=segment))
+        if not pieces:
+            raise EngineError(NO_SPEECH)
         report(Progress(stage="Done", fraction=1.0, segment=len(segments), segments=len(segments)))
-
-    def synthesize(
-        self,
-        text: str,
-        voice: str | Path,
-        emotion: Emotion | None = None,
-        settings: GenerationSettings | None = None,
-        on_progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> SynthesisResult:
-        settings = settings or GenerationSettings()
-        start = time.perf_counter()
-        silence = np.zeros(int(SAMPLE_RATE * settings.interval_silence_ms / 1000), dtype=np.int16)
-        pieces: list[np.ndarray] = []
-        texts: list[str] = []
-        for seg in self.synthesize_stream(text, voice, emotion, settings, on_progress, cancel):
-            if pieces:
-                pieces.append(silence)
-            pieces.append(seg.audio)
-            texts.append(seg.text)
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
-        return SynthesisResult(audio=audio, timings={"total": time.perf_counter() - start}, segments=texts)
+        return SynthesisResult(
+            audio=join_segments(pieces, settings.interval_silence_ms),
+            timings={"total": time.perf_counter() - start},
+            segments=texts,
+            warnings=self.warnings_for(request, segments),
+        )

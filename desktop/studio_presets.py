@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from core.api import GenerationSettings
@@ -122,7 +122,7 @@ class PresetActions:
         self.advanced.set_settings(request.settings.to_dict())
         if self.job is not None or not self.engine.loaded:
             return None
-        return self.start_job(replace(request, settings=replace(request.settings)))
+        return self.start_job(request)  # frozen: the same request, the same seed
 
     def history_to_preset(self, index: int) -> Path | None:
         request = self.history[index].request

@@ -10,29 +10,53 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
 
-from core.api import Emotion, GenerationSettings, SynthesisResult
+from core.api import Emotion, GenerationSettings, SynthesisRequest, SynthesisResult
 from desktop.audio import AudioUnavailable
 from desktop.player import Player
 from desktop.presets import slugify
 
+if TYPE_CHECKING:
+    import tkinter as tk
+    from tkinter import ttk
 
-@dataclass
+    from desktop.dirs import AppDirs
+    from desktop.presets import AppSettings
+    from desktop.widgets.waveform import Waveform
+    from desktop.worker import Job
+
+
+@dataclass(frozen=True)
 class Request:
-    """Everything needed to regenerate a result exactly."""
+    """Everything needed to regenerate a result exactly: the engine's request plus what only the GUI needs."""
 
-    text: str
-    voice: str
-    voice_label: str
-    emotion: Emotion
-    emotion_state: dict
-    settings: GenerationSettings
+    synthesis: SynthesisRequest
+    voice_label: str = ""
+    emotion_state: dict = field(default_factory=dict)
     stream: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.synthesis.text
+
+    @property
+    def voice(self) -> str:
+        return str(self.synthesis.voice)
+
+    @property
+    def emotion(self) -> Emotion:
+        return self.synthesis.emotion
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return self.synthesis.settings
 
 
 @dataclass
@@ -63,6 +87,22 @@ def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 class ResultActions:
     """Playback and saving of the current result (mixed into StudioApp)."""
+
+    # What the mixin uses of StudioApp (declared for the type checker; set in StudioApp.__init__).
+    root: tk.Tk
+    dirs: AppDirs
+    settings: AppSettings
+    waveform: Waveform
+    position: tk.StringVar
+    status: tk.StringVar
+    play_button: ttk.Button
+    history: list[HistoryEntry]
+    current: HistoryEntry | None
+    player: Player | None
+    job: Job | None
+    _cursor_id: str | None
+    dialog: Callable[..., Any]
+    error: Callable[..., None]
 
     # --- result, playback -------------------------------------------------------------------------------------
     def show_entry(self, entry: HistoryEntry) -> None:

@@ -15,12 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_gui_fixtures import audio_server, display, wait_until, write_tone  # noqa: F401
+from gui_helpers import silent_engine, wait_until, write_tone
 
-from core.api import Cancelled, Emotion, EngineError, GenerationSettings, Progress
+from core.api import (
+    EMO_BIAS,
+    NO_SPEECH,
+    Cancelled,
+    Emotion,
+    EngineError,
+    GenerationSettings,
+    ModelLimits,
+    Progress,
+    SettingError,
+    SynthesisRequest,
+    normalize_emo_vec,
+)
 from desktop.dialogs import describe_error
 from desktop.dirs import HOME_ENV, AppDirs, app_dirs
-from desktop.emotion_ui import EMOTION_BIAS, normalize_emo_vec
 from desktop.presets import AppSettings, Preset, PresetError, PresetStore, StateFiles, atomic_write_text, read_json
 from desktop.recorder import finish_take, take_warnings, trim_silence
 from desktop.standin import StandInEngine
@@ -36,7 +47,7 @@ def test_normalize_emo_vec_matches_the_webui_rule():
     assert normalize_emo_vec([0.4, 0, 0, 0, 0, 0, 0, 0.2]) == pytest.approx([0.375, 0, 0, 0, 0, 0, 0, 0.1125])
     # all ones: biased sum 6.9375 > 0.8, so every value is scaled by 0.8 / 6.9375
     out = normalize_emo_vec([1.0] * 8)
-    assert out == pytest.approx([b * 0.8 / 6.9375 for b in EMOTION_BIAS])
+    assert out == pytest.approx([b * 0.8 / 6.9375 for b in EMO_BIAS])
     assert sum(out) == pytest.approx(0.8)
     # without the bias only the cap applies
     assert normalize_emo_vec([0.5, 0.5, 0, 0, 0, 0, 0, 0], apply_bias=False) == pytest.approx(
@@ -62,40 +73,67 @@ def test_standin_splits_on_sentence_punctuation(engine):
     assert engine.split_text("   ") == []
 
 
+def say(text, voice, **kw) -> SynthesisRequest:
+    return SynthesisRequest(text, voice, **kw)
+
+
 def test_standin_rejects_bad_input(engine, tmp_path):
     voice = write_tone(tmp_path / "v.wav")
     with pytest.raises(EngineError, match="text is empty"):
-        engine.synthesize("  ", voice)
+        engine.synthesize(say("  ", voice))
     with pytest.raises(EngineError, match="Voice clip not found"):
-        engine.synthesize("Hi.", tmp_path / "missing.wav")
+        engine.synthesize(say("Hi.", tmp_path / "missing.wav"))
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"nope")
     with pytest.raises(EngineError, match="not a supported audio file"):
-        engine.synthesize("Hi.", bad)
-    with pytest.raises(EngineError, match="top_p"):
-        engine.synthesize("Hi.", voice, settings=GenerationSettings(top_p=2.0))
+        engine.synthesize(say("Hi.", bad))
+    with pytest.raises(SettingError, match="top_p") as info:
+        engine.synthesize(say("Hi.", voice, settings=GenerationSettings(top_p=2.0)))
+    assert info.value.setting == "top_p"
     with pytest.raises(EngineError, match="all zeros"):
-        engine.synthesize("Hi.", voice, emotion=Emotion(mode="vector", vector=(0.0,) * 8))
+        engine.synthesize(say("Hi.", voice, emotion=Emotion(mode="vector", vector=(0.0,) * 8)))
     with pytest.raises(EngineError, match="Model folder not found"):
         StandInEngine().load(tmp_path / "no-models")
     with pytest.raises(EngineError, match="not loaded"):
-        StandInEngine().synthesize("Hi.", voice)
+        StandInEngine().synthesize(say("Hi.", voice))
+
+
+def test_standin_checks_the_model_limits(engine, tmp_path):
+    """Like the real engine, the stand-in knows its limits after load and checks requests against them."""
+    voice = write_tone(tmp_path / "v.wav")
+    assert StandInEngine().limits is None and engine.limits == ModelLimits(1815, 600)
+    with pytest.raises(SettingError, match="loaded model's limit") as info:
+        engine.synthesize(say("Hi.", voice, settings=GenerationSettings(max_mel_tokens=5000)))
+    assert info.value.setting == "max_mel_tokens" and engine.calls == []
+
+
+def test_standin_without_speech_raises_the_engines_no_speech_error(tmp_path):
+    engine = silent_engine(step_seconds=0.005, load_seconds=0)
+    engine.load()
+    voice = write_tone(tmp_path / "v.wav")
+    for on_segment in (None, lambda seg: None):
+        with pytest.raises(EngineError) as info:
+            engine.synthesize(say("Hello.", voice), on_segment=on_segment)
+        assert str(info.value) == NO_SPEECH
 
 
 def test_standin_progress_audio_and_seed(engine, tmp_path):
     voice = write_tone(tmp_path / "v.wav")
     reports: list[Progress] = []
     settings = GenerationSettings(seed=7, interval_silence_ms=100)
-    result = engine.synthesize("One two. Three.", voice, settings=settings, on_progress=reports.append)
+    result = engine.synthesize(say("One two. Three.", voice, settings=settings), on_progress=reports.append)
     fractions = [p.fraction for p in reports]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert {p.segments for p in reports} == {2} and {p.segment for p in reports if p.stage == "Vocoding"} == {1, 2}
     assert result.segments == ["One two.", "Three."] and result.audio.dtype == np.int16
-    segs = list(engine.synthesize_stream("One two. Three.", voice, settings=settings))
+    segs: list = []
+    streamed = engine.synthesize(say("One two. Three.", voice, settings=settings), on_segment=segs.append)
+    assert np.array_equal(streamed.audio, result.audio) and streamed.segments == result.segments
     assert [s.index for s in segs] == [0, 1] and all(s.count == 2 for s in segs)
     assert len(result.audio) == len(segs[0].audio) + 2205 + len(segs[1].audio)
     assert np.array_equal(result.audio, np.concatenate([segs[0].audio, np.zeros(2205, np.int16), segs[1].audio]))
-    other = engine.synthesize("One two. Three.", voice, settings=GenerationSettings(seed=8, interval_silence_ms=100))
+    other_settings = GenerationSettings(seed=8, interval_silence_ms=100)
+    other = engine.synthesize(say("One two. Three.", voice, settings=other_settings))
     assert not np.array_equal(result.audio, other.audio)
 
 
@@ -108,7 +146,7 @@ def test_standin_honours_cancel_within_a_tenth_of_a_second(tmp_path):
 
     def run() -> None:
         try:
-            engine.synthesize("A long one. Another.", voice, cancel=cancel)
+            engine.synthesize(say("A long one. Another.", voice), cancel=cancel)
         except Cancelled as exc:
             outcome["at"] = time.monotonic()
             outcome["exc"] = exc

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from gui_helpers import close_studio, make_studio, pump
 from reference import ref
 from safetensors.torch import load_file
-from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump  # noqa: F401 - fixtures
 from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
 
 from core.api import GenerationSettings, SynthesisRequest
@@ -144,7 +144,8 @@ def test_engine_passes_fast_to_sampler(tmp_path, single_thread: None) -> None:  
         for fast in (False, True):
             settings = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=8, diffusion_steps=2, seed=0,
                                           fast=fast)
-            audio[fast] = engine.synthesize(SynthesisRequest("Hello there.", clip, settings=settings), cancel=threading.Event()).audio
+            request = SynthesisRequest("Hello there.", clip, settings=settings)
+            audio[fast] = engine.synthesize(request, cancel=threading.Event()).audio
     finally:
         del cfm.inference
     assert seen and seen == sorted(seen) and seen[0] is False and seen[-1] is True

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump, studio, wait_until  # noqa: F401
+from gui_helpers import close_studio, make_studio, pump, wait_until
 
 from desktop.audio import AudioUnavailable, pick_device
 from desktop.player import Player

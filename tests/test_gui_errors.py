@@ -6,7 +6,7 @@ import errno
 import json
 
 import soundfile
-from test_gui_fixtures import audio_server, close_studio, display, make_studio, studio, wait_until  # noqa: F401
+from gui_helpers import close_studio, make_studio, wait_until
 
 import desktop.studio_results
 from core.api import EngineError
@@ -77,7 +77,7 @@ def test_engine_error_during_synthesis_is_a_message(studio):
     studio.app.advanced.vars["seed"].set("3")
     assert studio.app.generate() is None  # the GUI validates settings before starting
     (message,) = studio.dialogs.messages()
-    assert message == "Advanced settings: Invalid setting: cfg_rate must be >= 0."
+    assert message == "Advanced settings: The setting 'cfg_rate' must be a number from 0 to 100."
     studio.app.advanced.reset()
     studio.dialogs.clear()
 
@@ -229,7 +229,10 @@ def test_callback_exception_becomes_a_message_not_a_crash(studio):
     wait_until(studio.root, lambda: studio.dialogs.messages())
     ((kind, opts),) = studio.dialogs.calls
     assert opts["title"] == "Unexpected error"
-    assert opts["message"] == "Something went wrong inside the app. The details were written to the log."
+    log_file = studio.app.log_path
+    assert opts["message"] == (
+        f"Something went wrong inside the app (an internal error). The details were written to the log file {log_file}."
+    )
     assert "ZeroDivisionError: bad math" in opts["details"]
     assert "ZeroDivisionError" in studio.app.log_path.read_text()
     studio.dialogs.calls.clear()  # expected here; the fixture would flag it otherwise
@@ -252,3 +255,64 @@ def test_error_dialog_has_a_details_expander(studio):
     studio.root.update()
     assert not box._details.winfo_ismapped()
     box.destroy()
+
+
+# --- the engine API's errors, through the GUI -------------------------------------------------------------------
+def test_no_speech_in_streaming_mode_is_the_engines_error_not_a_history_entry(display, audio_server, tmp_path):
+    """A text the model renders as no speech: the engine's NO_SPEECH message, no 0.0 s History entry."""
+    from gui_helpers import silent_engine
+
+    from core.api import NO_SPEECH
+
+    studio = make_studio(tmp_path / "home", engine=silent_engine(step_seconds=0.01))
+    try:
+        app = studio.app
+        ready_to_generate(studio, "Hmm.")
+        for stream in (True, False):
+            app.stream_var.set(stream)
+            studio.dialogs.clear()
+            studio.generate_and_wait()
+            assert studio.dialogs.messages() == [NO_SPEECH], f"stream={stream}"
+            assert app.history == [] and len(app.history_panel.tree.get_children()) == 0
+            assert app.stage.get() == "Failed" and app.status.get() == "Generation failed."
+        studio.dialogs.clear()
+    finally:
+        close_studio(studio)
+
+
+def test_setting_beyond_the_models_limit_names_the_field_and_starts_nothing(studio):
+    """max_mel_tokens above the loaded model's 1815: the Advanced panel's label and the allowed range."""
+    app = studio.app
+    ready_to_generate(studio)
+    assert app.engine.limits is not None and app.engine.limits.max_mel_tokens == 1815
+    app.advanced.vars["max_mel_tokens"].set("5000")
+    assert app.generate() is None
+    (message,) = studio.dialogs.messages()
+    assert message == (
+        "Advanced settings: Max speech tokens must be a whole number from 1 to 1815 (the loaded model's limit)."
+    )
+    assert app.job is None and app.engine.calls == [] and app.history == []
+    app.advanced.vars["max_mel_tokens"].set("1815")  # the limit itself is fine
+    studio.dialogs.clear()
+    studio.generate_and_wait()
+    assert studio.dialogs.messages() == [] and len(app.history) == 1
+    assert app.engine.calls[-1]["settings"]["max_mel_tokens"] == 1815
+
+
+def test_a_bug_in_a_job_is_an_internal_error_naming_the_log_file(studio):
+    """An exception that is not an EngineError: logged with its traceback, shown as an internal error."""
+    app = studio.app
+    ready_to_generate(studio)
+
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    app.engine.synthesize = broken
+    studio.generate_and_wait()
+    (message,) = studio.dialogs.messages()
+    assert message.startswith("Something went wrong inside the app (an internal error).")
+    assert str(app.log_path) in message
+    log_text = app.log_path.read_text()
+    assert "Traceback" in log_text and "KeyError: 'oops'" in log_text
+    del app.engine.synthesize
+    assert_still_works(studio)

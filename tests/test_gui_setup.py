@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from gui_helpers import close_studio, make_studio, wait_until
 from hub_server import HubServer
-from test_gui_fixtures import close_studio, display, make_studio, wait_until  # noqa: F401
 from tiny_models import TINY_MANIFEST, serve_all, tiny_sources
 
 from core import models

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import soundfile as sf
-from test_gui_fixtures import audio_server, close_studio, display, make_studio, pump, studio, wait_until  # noqa: F401
+from gui_helpers import close_studio, make_studio, pump, wait_until
 
-from core.api import EMOTION_NAMES, GenerationSettings
+from core.api import EMOTION_NAMES, GenerationSettings, normalize_emo_vec
+from core.device import probe
 from desktop.app import selftest
-from desktop.emotion_ui import normalize_emo_vec
 from desktop.standin import StandInEngine
 
 
@@ -302,12 +302,11 @@ def test_device_check_says_what_it_found(studio):
     studio.app.run_device_check(show=True)
     wait_until(studio.root, lambda: studio.dialogs.messages("info"), timeout=60)
     message = studio.dialogs.messages("info")[0]
-    if torch.version.cuda is None:
-        assert message.startswith("CPU only")
-    elif not torch.cuda.is_available():
-        assert "using the CPU" in message
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        assert message.startswith("Using the CPU")
     else:
-        assert message.startswith("GPU ready") or "cannot run" in message
+        assert message.startswith("GPU ready")
+    assert message == probe(studio.app.device, studio.app.settings.fp16).summary  # core.device: the one check
     assert studio.app.device_note.get() == message
 
 
@@ -433,5 +432,114 @@ def test_real_engine_without_models_shows_first_run_screen(display, audio_server
         assert str(empty) in studio.app.first_run.message.get()
         assert str(studio.app.generate_button.cget("state")) == "disabled"
         assert studio.dialogs.messages() == []
+    finally:
+        close_studio(studio)
+
+
+# --- one synthesis call, streaming or not -----------------------------------------------------------------------
+def test_streaming_and_plain_give_the_same_entry_and_show_the_engines_warnings(display, audio_server, tmp_path):
+    """The engine's warnings reach the status line in streaming mode too; both modes give the same History entry."""
+    from gui_helpers import warning_engine
+
+    warning = "Segment 1 reached the limit of 1815 speech tokens and may be cut off."
+    studio = make_studio(tmp_path / "home", engine=warning_engine(warning, step_seconds=0.01))
+    try:
+        app = studio.app
+        app.text_panel.set_text("One two. Three four.")
+        app.voice_panel.set_clip(studio.voice)
+        app.advanced.vars["seed"].set("11")
+        entries = []
+        for stream in (True, False):
+            app.stream_var.set(stream)
+            studio.generate_and_wait()
+            assert studio.dialogs.messages() == []
+            assert app.status.get().startswith("Generated ") and app.status.get().endswith(warning), stream
+            entries.append(app.history[-1])
+        streamed, plain = entries
+        assert streamed.request.stream and not plain.request.stream
+        assert streamed.result.warnings == plain.result.warnings == [warning]
+        assert streamed.result.duration == plain.result.duration > 0
+        assert np.array_equal(streamed.result.audio, plain.result.audio)
+        assert streamed.result.segments == plain.result.segments == ["One two.", "Three four."]
+        rows = [app.history_panel.tree.item(i, "values") for i in app.history_panel.tree.get_children()]
+        assert len(rows) == 2
+    finally:
+        close_studio(studio)
+
+
+def test_voice_prepared_during_a_synthesis_waits_for_it(display, audio_server, tmp_path):
+    """Never two jobs on the engine: a new library voice added while generating is prepared after the job ends."""
+    import threading
+
+    events: list[tuple[str, float]] = []
+    busy = threading.Event()
+
+    class Recording(StandInEngine):
+        def synthesize(self, request, **kwargs):
+            busy.set()
+            events.append(("synthesis-start", time.monotonic()))
+            try:
+                return super().synthesize(request, **kwargs)
+            finally:
+                events.append(("synthesis-end", time.monotonic()))
+                busy.clear()
+
+        def prepare_voice(self, clip):
+            events.append(("prepare", time.monotonic()))
+            assert not busy.is_set(), "prepare_voice ran during a synthesis"
+            return super().prepare_voice(clip)
+
+    studio = make_studio(tmp_path / "home", engine=Recording(step_seconds=0.05))
+    try:
+        app = studio.app
+        app.text_panel.set_text("One. Two. Three.")
+        app.voice_panel.set_clip(studio.voice)
+        job = app.generate()
+        assert job is not None
+        wait_until(studio.root, lambda: busy.is_set())
+        studio.dialogs.answer("string", "Dana")
+        voice = app.voice_panel.add_current()  # asks the app to prepare the new voice
+        assert app.pending_voices == [voice] and app.engine.prepared == []
+        wait_until(studio.root, lambda: app.job is None)
+        wait_until(studio.root, lambda: app.engine.prepared == [str(voice.clip)])
+        wait_until(studio.root, lambda: not app.worker.busy)
+        kinds = [kind for kind, _ in events]
+        assert kinds == ["synthesis-start", "synthesis-end", "prepare"]
+        assert app.status.get() == "Voice 'Dana' is ready." and app.pending_voices == []
+        assert studio.dialogs.messages() == [] and len(app.history) == 1
+    finally:
+        close_studio(studio)
+
+
+def test_device_option_reaches_the_engine_and_the_status_bar_says_what_it_uses(display, audio_server, tmp_path,
+                                                                                 monkeypatch):
+    """main.py --device/--model-dir reach desktop.app.run; the app loads on that device with the Settings' fp16;
+    the status bar shows the DeviceChoice the engine actually used."""
+    import main as main_mod
+    from core.device import FP16_ON_CUDA, DeviceChoice
+    from desktop import app as app_mod
+    from desktop.presets import AppSettings
+
+    seen: dict = {}
+    monkeypatch.setattr(app_mod, "run", lambda **kw: seen.update(kw) or 0)
+    assert main_mod.main(["--standin", "--device", "CPU", "--model-dir", str(tmp_path)]) == 0
+    assert seen == {"standin": True, "model_dir": str(tmp_path), "device": "cpu"}
+    assert AppSettings().fp16 is FP16_ON_CUDA and AppSettings.from_dict({"device": "mps"}).device == "mps"
+
+    loads: list[tuple] = []
+
+    class Reporting(StandInEngine):
+        device_choice: DeviceChoice | None = None
+
+        def load(self, model_dir=None, device="auto", fp16=None, on_progress=None):
+            loads.append((device, fp16))
+            super().load(model_dir, device=device, fp16=fp16, on_progress=on_progress)
+            self.device_choice = DeviceChoice(device, "cuda", True, True, "GPU ready: Test GPU (float16).", "")
+
+    studio = make_studio(tmp_path / "home", engine=Reporting(step_seconds=0.01), device="cuda")
+    try:
+        app = studio.app
+        assert loads == [("cuda", app.settings.fp16)] and app.settings.device == "auto"  # not saved
+        assert app.device_note.get() == "GPU ready: Test GPU (float16)."
     finally:
         close_studio(studio)

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
 
-from core.api import GenerationSettings
+from core.api import GenerationSettings, SettingError
 from desktop.dialogs import AUDIO_FILETYPES, UserError
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 
@@ -81,7 +81,7 @@ class VoicePanel(ttk.LabelFrame):
         library: VoiceLibrary,
         dialog: Dialog,
         on_play: Callable[[Path], None],
-        on_record: Callable[[], None],
+        on_record: Callable[[], object],
         on_added: Callable[[Voice], object] | None = None,
     ) -> None:
         super().__init__(parent, text="Voice", padding=8)
@@ -225,12 +225,22 @@ ADVANCED: tuple[tuple[str, str, type], ...] = (
     ("top_k", "Top-k (0 = off)", int),
     ("num_beams", "Beams", int),
     ("repetition_penalty", "Repetition penalty", float),
-    ("max_mel_tokens", "Max mel tokens", int),
+    ("max_mel_tokens", "Max speech tokens", int),
     ("max_text_tokens_per_segment", "Tokens per segment", int),
     ("interval_silence_ms", "Silence between segments (ms)", int),
     ("diffusion_steps", "Diffusion steps", int),
     ("seed", "Seed (empty = random)", int),
 )
+
+
+ADVANCED_LABELS: dict[str, str] = {key: label for key, label, _ in ADVANCED}
+
+
+def setting_error_words(exc: SettingError) -> str:
+    """A :class:`SettingError` in the GUI's words: the field's label in the Advanced panel and what it allows."""
+    label = ADVANCED_LABELS.get(exc.setting)
+    name = label if label else f"The setting '{exc.setting}'"
+    return f"Advanced settings: {name} must be {exc.allowed}."
 
 
 def _parse(raw: str, kind: type) -> float | int:
@@ -245,7 +255,7 @@ def _parse(raw: str, kind: type) -> float | int:
 class AdvancedPanel(ttk.Frame):
     """Collapsed by default; every GenerationSettings field the user may want, plus reset to defaults."""
 
-    def __init__(self, parent: tk.Misc, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, parent: tk.Misc, on_change: Callable[[], object] | None = None) -> None:
         super().__init__(parent)
         self.open = tk.BooleanVar(self, value=False)
         self.toggle = ttk.Checkbutton(
@@ -291,7 +301,9 @@ class AdvancedPanel(ttk.Frame):
 
     def set_settings(self, data: dict) -> None:
         settings = GenerationSettings.from_dict(data)
-        self._extra = {k: v for k, v in settings.to_dict().items() if k not in self.vars and k not in ("do_sample", "fast")}
+        self._extra = {
+            k: v for k, v in settings.to_dict().items() if k not in self.vars and k not in ("do_sample", "fast")
+        }
         for key, var in self.vars.items():
             value = getattr(settings, key)
             var.set("" if value is None else str(value))
@@ -320,8 +332,8 @@ class AdvancedPanel(ttk.Frame):
         )
         try:
             settings.validate()
-        except Exception as exc:
-            raise UserError(f"Advanced settings: {exc}") from None
+        except SettingError as exc:
+            raise UserError(setting_error_words(exc)) from None
         return settings
 
 
@@ -330,9 +342,9 @@ class HistoryPanel(ttk.LabelFrame):
     def __init__(
         self,
         parent: tk.Misc,
-        on_select: Callable[[int], None],
-        on_regenerate: Callable[[int], None],
-        on_preset: Callable[[int], None],
+        on_select: Callable[[int], object],
+        on_regenerate: Callable[[int], object],
+        on_preset: Callable[[int], object],
     ) -> None:
         super().__init__(parent, text="History", padding=6)
         self.tree = ttk.Treeview(

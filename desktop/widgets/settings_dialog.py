@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from tkinter import ttk
 
+from core.device import DEVICES
 from desktop.audio import AudioUnavailable, list_devices
 from desktop.presets import AppSettings
 
@@ -48,7 +49,7 @@ class SettingsDialog(tk.Toplevel):
             r += 1
         ttk.Label(body, text="Device").grid(row=r, column=0, sticky="w", pady=3)
         ttk.Combobox(
-            body, textvariable=self.vars["device"], values=("auto", "cuda", "cpu"), state="readonly", width=10
+            body, textvariable=self.vars["device"], values=DEVICES, state="readonly", width=10
         ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
         ttk.Checkbutton(

@@ -1,8 +1,9 @@
-"""Shared fixtures for the desktop GUI tests (imported by the test_gui_* modules; holds no tests itself).
+"""Helpers for the desktop GUI tests (not a test module; the fixtures built on them are in conftest.py).
 
-* ``display``: a real X display; starts a private Xvfb when DISPLAY is unset.
-* ``audio_server``: a PulseAudio daemon with a null sink (its monitor is the microphone) unless one runs.
-* ``studio``: the real main window with the stand-in engine, user folders in tmp_path, dialogs captured.
+* :func:`ensure_display`: a real X display; starts a private Xvfb when DISPLAY is unset.
+* :func:`ensure_audio_server`: a PulseAudio daemon with a null sink (its monitor is the microphone) unless one runs.
+* :func:`make_studio` / :func:`close_studio`: the real main window with user folders under a folder, dialogs captured.
+* :func:`wait_until`, :func:`pump`, :func:`write_tone`, :class:`FakeDialogs`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 _STARTED: dict[str, object] = {}
@@ -111,16 +111,6 @@ def _start_pulseaudio() -> None:
             return
         time.sleep(0.05)
     raise AssertionError("PulseAudio did not come up")
-
-
-@pytest.fixture(scope="session")
-def display() -> str:
-    return ensure_display()
-
-
-@pytest.fixture(scope="session")
-def audio_server() -> None:
-    ensure_audio_server()
 
 
 class FakeDialogs:
@@ -221,8 +211,25 @@ def close_studio(studio: Studio) -> None:
     assert not unexpected, f"a Tk callback raised: {unexpected}"
 
 
-@pytest.fixture
-def studio(display, audio_server, tmp_path) -> Studio:
-    s = make_studio(tmp_path / "home")
-    yield s
-    close_studio(s)
+
+
+def silent_engine(**kwargs):
+    """A stand-in whose model 'produces no speech' for every text: the engine's NO_SPEECH error."""
+    from desktop.standin import StandInEngine
+
+    class Silent(StandInEngine):
+        def segments_for(self, request):
+            return []
+
+    return Silent(**kwargs)
+
+
+def warning_engine(warning: str, **kwargs):
+    """A stand-in whose results carry ``warning`` (as the real engine's 'reached the limit of N speech tokens')."""
+    from desktop.standin import StandInEngine
+
+    class Warning(StandInEngine):
+        def warnings_for(self, request, segments):
+            return [warning]
+
+    return Warning(**kwargs)
