@@ -390,6 +390,22 @@ class AMPBlock2(nn.Module):
 # --------------------------------------------------------------------------------------------------- generator
 
 
+def generator_state(obj: Any, *, source: str | Path) -> dict[str, Tensor]:
+    """The generator state dict of a loaded ``bigvgan_generator.pt`` (``{"generator": sd}`` or a bare ``sd``),
+    weight norm folded (a file with weight norm already removed passes through)."""
+    if isinstance(obj, Mapping) and "generator" in obj:
+        state = obj["generator"]
+    elif isinstance(obj, Mapping) and "conv_pre.bias" in obj:
+        state = obj
+    else:
+        found = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(
+            f"BigVGAN generator {source} has no 'generator' state dict (found {found}). "
+            "Use the bigvgan_generator.pt of nvidia/bigvgan_v2_22khz_80band_256x."
+        )
+    return fold_weight_norm(state, source=source, what="BigVGAN generator")
+
+
 class BigVGAN(nn.Module):
     def __init__(self, cfg: BigVGANConfig) -> None:
         super().__init__()
@@ -478,18 +494,7 @@ class BigVGAN(nn.Module):
     def load_checkpoint(self, path: str | Path, *, assign: bool = False) -> None:
         """Strictly load ``bigvgan_generator.pt`` (weight norm folded); ``assign`` adopts the file's tensors
         (for a model built on the ``meta`` device) instead of copying them into the existing ones."""
-        obj = load_torch(path, what="BigVGAN generator")
-        if isinstance(obj, Mapping) and "generator" in obj:
-            state = obj["generator"]
-        elif isinstance(obj, Mapping) and "conv_pre.bias" in obj:
-            state = obj
-        else:
-            found = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
-            raise CheckpointError(
-                f"BigVGAN generator {path} has no 'generator' state dict (found {found}). "
-                "Use the bigvgan_generator.pt of nvidia/bigvgan_v2_22khz_80band_256x."
-            )
-        state = fold_weight_norm(state, source=path, what="BigVGAN generator")
+        state = generator_state(load_torch(path, what="BigVGAN generator"), source=path)
         load_strict(self, state, source=path, what="BigVGAN generator", assign=assign)
         self._check_filters(path)
 

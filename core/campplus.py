@@ -262,6 +262,16 @@ class XVector(nn.Module):
         return self.dense(stats_pool(self.out_nonlinear(x)))
 
 
+def with_batch_counters(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with the model's own BatchNorm ``num_batches_tracked`` counters where the file has none (they play
+    no part in eval mode; the release holds them, other exports drop them)."""
+    state = dict(state)
+    for key, value in model.state_dict().items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = value
+    return state
+
+
 class CAMPPlus(nn.Module):
     def __init__(self, cfg: CAMPPlusConfig | None = None) -> None:
         super().__init__()
@@ -283,10 +293,7 @@ class CAMPPlus(nn.Module):
             raise CheckpointError(f"{what} {path} does not hold a flat state dict of tensors")
         state = dict(state)
         model = cls(cfg or CAMPPlusConfig.from_state(state, source=path))
-        for key, value in model.state_dict().items():
-            if key.endswith(".num_batches_tracked") and key not in state:
-                state[key] = value
-        load_strict(model, state, source=path, what=what)
+        load_strict(model, with_batch_counters(state, model), source=path, what=what)
         log.info("CAMPPlus loaded from %s (%s)", path, model.cfg)
         return model.eval()
 

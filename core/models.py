@@ -58,25 +58,27 @@ MANIFEST: tuple[ModelFile, ...] = (
     ModelFile(MAIN_REPO, "s2mel.pth", "s2mel.pth", "s2mel (flow matching)"),
     ModelFile(MAIN_REPO, "wav2vec2bert_stats.pt", "wav2vec2bert_stats.pt", "w2v-BERT statistics", 9343,
               "c9c176c2b8850ab2e3ba828bbfa969deaf4566ce55db5f2687b8430b87526ad2"),
-    ModelFile(MAIN_REPO, "feat1.pt", "feat1.pt", "speaker emotion matrix", 57170,
-              "f219cb447d80216ba615666da2ff8d63ac544eee26657f3a7b278692bf7a67c4"),
-    ModelFile(MAIN_REPO, "feat2.pt", "feat2.pt", "emotion matrix", 374866,
-              "9c4292e96dee535aea9a6206e9a0c856dd578dde9212acdb16dd3ada4d12bf80"),
+    # feat1/feat2: the SHA-256 pins published so far are those of the IndexTTS-2.5 repo, so only the sizes are
+    # pinned; a download is still checked against the hub's own SHA-256 (the LFS etag), see _fetch.
+    ModelFile(MAIN_REPO, "feat1.pt", "feat1.pt", "speaker emotion matrix", 57170),
+    ModelFile(MAIN_REPO, "feat2.pt", "feat2.pt", "emotion matrix", 374866),
     ModelFile(MAIN_REPO, f"{_Q}/config.json", f"{_Q}/config.json", "QwenEmotion config", optional=True),
     ModelFile(MAIN_REPO, f"{_Q}/model.safetensors", f"{_Q}/model.safetensors", "QwenEmotion weights", optional=True),
     ModelFile(MAIN_REPO, f"{_Q}/tokenizer.json", f"{_Q}/tokenizer.json", "QwenEmotion tokenizer", optional=True),
     ModelFile(MAIN_REPO, f"{_Q}/tokenizer_config.json", f"{_Q}/tokenizer_config.json", "QwenEmotion tokenizer config",
               optional=True),
-    ModelFile(MAIN_REPO, f"{_Q}/generation_config.json", f"{_Q}/generation_config.json", "QwenEmotion generation config",
-              optional=True, may_be_absent=True),
+    ModelFile(MAIN_REPO, f"{_Q}/generation_config.json", f"{_Q}/generation_config.json",
+              "QwenEmotion generation config", optional=True, may_be_absent=True),
+    # the template the emotion prompt is rendered with: required whenever the Qwen folder is used
     ModelFile(MAIN_REPO, f"{_Q}/chat_template.jinja", f"{_Q}/chat_template.jinja", "QwenEmotion chat template",
-              optional=True, may_be_absent=True),
+              optional=True),
     ModelFile("facebook/w2v-bert-2.0", "config.json", "hf_cache/w2v-bert-2.0/config.json", "w2v-BERT 2.0 config"),
     ModelFile("facebook/w2v-bert-2.0", "model.safetensors", "hf_cache/w2v-bert-2.0/model.safetensors",
               "w2v-BERT 2.0 weights", 2322063736),
     ModelFile("amphion/MaskGCT", "semantic_codec/model.safetensors", "hf_cache/semantic_codec_model.safetensors",
               "MaskGCT semantic codec"),
-    ModelFile("funasr/campplus", "campplus_cn_common.bin", "hf_cache/campplus_cn_common.bin", "CAMPPlus speaker encoder"),
+    ModelFile("funasr/campplus", "campplus_cn_common.bin", "hf_cache/campplus_cn_common.bin",
+              "CAMPPlus speaker encoder"),
     ModelFile("nvidia/bigvgan_v2_22khz_80band_256x", "config.json", "hf_cache/bigvgan/config.json", "BigVGAN config"),
     ModelFile("nvidia/bigvgan_v2_22khz_80band_256x", "bigvgan_generator.pt", "hf_cache/bigvgan/bigvgan_generator.pt",
               "BigVGAN vocoder"),
@@ -366,6 +368,16 @@ def remote_size(item: ModelFile, source: str = "hf", endpoint: str | None = None
         return None
 
 
+def etag_sha256(etag: str | None) -> str | None:
+    """The SHA-256 an ETag carries, or None. The hub's etag of an LFS file (every ``.pt``/``.pth``/``.bin``/
+    ``.safetensors`` of the release) is the SHA-256 of its content; a small git-stored file's is a git blob id."""
+    tag = (etag or "").strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"').lower()
+    return tag if len(tag) == 64 and all(c in "0123456789abcdef" for c in tag) else None
+
+
 def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None, on_bytes: ByteProgress | None,
            cancel: threading.Event | None) -> Path:
     """Download one file into ``staging`` as ``<name>.part``, resuming a previous partial transfer of the same
@@ -392,7 +404,11 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
             with open(part, "ab") as fh:
                 http_get(meta.location or url, fh, resume_size=resume, headers=build_hf_headers(),
                          expected_size=meta.size, tqdm_class=_tqdm_class(item.local, on_bytes, cancel))
-        if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) and sha256_file(part) != etag:
+        want = etag_sha256(etag)
+        if want is None:
+            log.info("%s: the server gave no SHA-256 etag (%r); only the manifest pins and the format are checked",
+                     item.local, etag)
+        elif sha256_file(part) != want:
             part.unlink(missing_ok=True)
             raise ModelSetupError(f"{item.local}: the downloaded data does not match the server's checksum and was "
                                   "removed. Run the download again.")

@@ -279,13 +279,20 @@ class Qwen3ForCausalLM(nn.Module):
         config_path = directory / "config.json"
         cfg = Qwen3Config.from_dict(load_json(config_path, what="Qwen3 config"), source=config_path)
         state, source = _load_weights(directory)
-        if cfg.tie_word_embeddings:
-            state.pop("lm_head.weight", None)  # tied: HF uses the embedding matrix
+        state = checkpoint_state(state, cfg)
         with torch.device("meta"):  # no random init: every weight comes from the file
             model = cls(cfg)
         model.model.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)  # its table is not in the file
         load_strict(model, state, source=source, what="Qwen3 weights", assign=True)
         return model.to(device=device, dtype=dtype).eval()
+
+
+def checkpoint_state(state: dict[str, Tensor], cfg: Qwen3Config) -> dict[str, Tensor]:
+    """A Qwen3 state dict as our model holds it: with tied embeddings a stored ``lm_head.weight`` is dropped
+    (transformers leaves it out of a tied model's file, but some exports keep the copy); HF uses the embedding."""
+    if cfg.tie_word_embeddings and "lm_head.weight" in state:
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    return state
 
 
 def _load_weights(directory: Path) -> tuple[dict[str, Tensor], Path]:

@@ -205,3 +205,123 @@ def test_upstream_layout_and_hf_cache_reuse(tmp_path, monkeypatch):
     paths = models.ModelPaths.from_model_dir(d)
     assert paths.campplus == snap / "campplus_cn_common.bin"
     assert not models.problems(models.check(d, include_optional=False))
+
+
+# ------------------------------------------------------------------ feat1/feat2 pins, hub etag, Qwen template
+
+MAIN = models.MAIN_REPO
+BY_LOCAL = {m.local: m for m in models.MANIFEST}
+QWEN = "qwen0.6bemo4-merge"
+
+
+def _torch_file_of_size(path: Path, size: int, seed: int) -> bytes:
+    """A loadable torch zip of exactly ``size`` bytes (a float tensor, padded with the zip comment)."""
+    import zipfile
+
+    import torch
+
+    rows = (size - 4096) // (4 * 192)
+    tensor = torch.randn(rows, 192, generator=torch.Generator().manual_seed(seed))
+    torch.save(tensor, path)
+    for _ in range(4):  # appending a comment rewrites the central directory: converge on the size
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.comment = b" " * (len(zf.comment) + size - path.stat().st_size)
+        if path.stat().st_size == size:
+            break
+    assert path.stat().st_size == size
+    assert torch.equal(torch.load(path, weights_only=True), tensor)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("local", ["feat1.pt", "feat2.pt"])
+def test_verify_pins_only_the_size_of_feat1_and_feat2(tmp_path, local):
+    item = BY_LOCAL[local]
+    assert item.size and item.sha256 is None
+    d = make_model_dir(tmp_path / "models")
+    path = d / local
+    data = _torch_file_of_size(path, item.size, seed=1)
+    assert data != ref("data", local).read_bytes()  # not the reference copy of the official file
+    statuses = {s.item.local: s for s in models.check(d, verify=True)}
+    assert statuses[local].state == "ok", statuses[local].detail  # a good 2.0 file of the right size is kept
+    # the size pin still catches a damaged file, and the plain check the format
+    path.write_bytes(data[:-10])
+    assert models.check_file(path, item, verify=True).state == "partial"
+    path.write_bytes(data + b"\0")
+    assert models.check_file(path, item, verify=True).state == "corrupt"
+    path.write_bytes(b"\x01" * item.size)
+    assert models.check_file(path, item, verify=True).state == "corrupt"
+
+
+def test_etag_sha256():
+    sha = "ab" * 32
+    assert models.etag_sha256(sha) == sha
+    assert models.etag_sha256(f'"{sha.upper()}"') == sha
+    assert models.etag_sha256(f'W/"{sha}"') == sha
+    assert models.etag_sha256("0123456789abcdef0123456789abcdef01234567") is None  # a git blob id (sha1)
+    assert models.etag_sha256("zz" * 32) is None
+    assert models.etag_sha256(None) is None and models.etag_sha256("") is None
+
+
+@pytest.mark.parametrize("local", ["feat1.pt", "feat2.pt"])
+def test_feat_download_is_checked_against_the_hub_sha256(tmp_path, local):
+    item = BY_LOCAL[local]  # the real manifest entry: size pinned, no SHA-256 of ours
+    data = _torch_file_of_size(tmp_path / "src.pt", item.size, seed=2)
+    d = tmp_path / "models"
+    with HubServer() as hub:
+        hub.files[(MAIN, local)] = data
+        hub.fail_next[(MAIN, local)] = ["corrupt"]  # right size, wrong bytes: only the etag can tell
+        with pytest.raises(models.ModelSetupError, match=rf"{local}: the downloaded data does not match the "
+                                                         r"server's checksum") as err:
+            models.download(d, endpoint=hub.endpoint, manifest=(item,))
+        assert "\n" not in str(err.value)
+        assert not (d / local).exists()
+        statuses = models.download(d, endpoint=hub.endpoint, manifest=(item,))
+        assert [s.state for s in statuses] == ["ok"]
+        assert (d / local).read_bytes() == data
+
+
+def _qwen_folder(d: Path) -> Path:
+    q = d / QWEN
+    q.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        shutil.copyfile(ref("qwen_emotion", "tiny_qwen3", name), q / name)
+    (q / "tokenizer.json").write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    (q / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}', encoding="utf-8")
+    shutil.copyfile(ref("qwen_emotion", "chat_template", "qwen3_chat_template.jinja"), q / "chat_template.jinja")
+    return q
+
+
+def test_qwen_folder_without_chat_template_is_reported_missing(tmp_path):
+    assert not BY_LOCAL[f"{QWEN}/chat_template.jinja"].may_be_absent
+    assert BY_LOCAL[f"{QWEN}/chat_template.jinja"].optional
+    d = make_model_dir(tmp_path / "models")
+    q = _qwen_folder(d)
+    assert models.problems(models.check(d), include_optional=True) == []
+    (q / "chat_template.jinja").unlink()
+    bad = models.problems(models.check(d), include_optional=True)
+    assert [(s.item.local, s.state) for s in bad] == [(f"{QWEN}/chat_template.jinja", "missing")]
+    (q / "generation_config.json").unlink()  # not published with every revision: its absence is no problem
+    bad = models.problems(models.check(d), include_optional=True)
+    assert [(s.item.local, s.state) for s in bad] == [(f"{QWEN}/chat_template.jinja", "missing")]
+    # without emotion-from-text the Qwen folder (template included) is not required
+    assert models.problems(models.check(d, include_optional=False)) == []
+
+
+def test_qwen_download_fails_without_chat_template_on_the_server(tmp_path):
+    manifest = tuple(m for m in models.MANIFEST if m.local.startswith(f"{QWEN}/"))
+    src = _qwen_folder(tmp_path / "src")
+    d = tmp_path / "models"
+    with HubServer() as hub:
+        for m in manifest:
+            if m.remote != f"{QWEN}/generation_config.json":  # absent on the server: skipped
+                hub.files[(m.repo, m.remote)] = (src.parent / m.local).read_bytes()
+        statuses = models.download(d, endpoint=hub.endpoint, manifest=manifest)
+        assert models.problems(statuses, include_optional=True) == []
+        assert not (d / QWEN / "generation_config.json").exists()
+        assert (d / QWEN / "chat_template.jinja").read_bytes() == (src / "chat_template.jinja").read_bytes()
+
+        (d / QWEN / "chat_template.jinja").unlink()
+        del hub.files[(MAIN, f"{QWEN}/chat_template.jinja")]
+        with pytest.raises(models.ModelSetupError, match=r"chat_template\.jinja is not in IndexTeam/IndexTTS-2") as err:
+            models.download(d, endpoint=hub.endpoint, manifest=manifest)
+        assert "\n" not in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import threading
 import zipfile
@@ -380,7 +381,7 @@ def test_loader_skips_training_state(tmp_path: Path, model: S2Mel, cfg: S2MelCon
     path = tmp_path / "s2mel.pth"
     torch.save(state, path)
 
-    with pytest.raises(Exception):  # the fixture really carries objects that weights_only=True refuses
+    with pytest.raises(pickle.UnpicklingError):  # the fixture really carries objects weights_only=True refuses
         torch.load(path, map_location="cpu", weights_only=True)
     loaded = S2Mel.from_checkpoint(path, cfg)
     assert not marker.exists(), "the loader executed code from the checkpoint"
@@ -398,26 +399,10 @@ def _write_net(tmp_path: Path, edit: Callable[[dict], None]) -> Path:
     return path
 
 
-def test_loader_refuses_missing_key(tmp_path: Path, cfg: S2MelConfig) -> None:
-    path = _write_net(tmp_path, lambda s: s["net"]["cfm"].pop("estimator.conv2.weight"))
-    with pytest.raises(CheckpointError, match=r"missing keys: estimator\.conv2\.weight"):
-        S2Mel.from_checkpoint(path, cfg)
+# missing, misshaped and extra keys and legacy (non-zip) files: tests/test_s2mel_loader.py
 
 
-def test_loader_refuses_misshaped_key(tmp_path: Path, cfg: S2MelConfig) -> None:
-    def edit(s: dict) -> None:
-        w = s["net"]["length_regulator"]["content_in_proj.weight"]
-        s["net"]["length_regulator"]["content_in_proj.weight"] = w[:, :-1].clone()
-
-    path = _write_net(tmp_path, edit)
-    with pytest.raises(CheckpointError, match=r"wrong shapes: content_in_proj\.weight"):
-        S2Mel.from_checkpoint(path, cfg)
-
-
-def test_loader_refuses_extra_key_and_missing_part(tmp_path: Path, cfg: S2MelConfig) -> None:
-    path = _write_net(tmp_path, lambda s: s["net"]["gpt_layer"].update({"9.weight": torch.zeros(1)}))
-    with pytest.raises(CheckpointError, match=r"unexpected keys: 9\.weight"):
-        S2Mel.from_checkpoint(path, cfg)
+def test_loader_refuses_missing_part(tmp_path: Path, cfg: S2MelConfig) -> None:
     path = _write_net(tmp_path, lambda s: s["net"].pop("length_regulator"))
     with pytest.raises(CheckpointError, match="length_regulator"):
         S2Mel.from_checkpoint(path, cfg)

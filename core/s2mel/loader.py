@@ -11,6 +11,9 @@ own restricted unpickler:
   ``weights_only=True``).
 * Tensors are rebuilt lazily: unpickling only records (storage key, dtype, offset, size, stride). Afterwards
   only the tensors inside ``net`` are read from the archive, so gigabytes of optimizer moments are skipped.
+
+A legacy (pre-zip, ``_use_new_zipfile_serialization=False``) torch file is read with
+``torch.load(weights_only=True)`` instead; such a file must then hold nothing but plain containers and tensors.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import pickle
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,13 +178,14 @@ class _Archive:
 def read_s2mel_net(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """``state['net']`` of an ``s2mel.pth`` as ``{sub-module name: {key: tensor}}``, leading ``module.`` stripped.
 
-    Everything outside ``net`` (optimizer, scheduler, counters, EMA copies) is skipped unread.
+    Everything outside ``net`` (optimizer, scheduler, counters, EMA copies) is skipped unread. A file that is not
+    a zip archive is taken for a legacy torch file and read with ``torch.load(weights_only=True)``.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"s2mel checkpoint not found: {path}. {_FIX}")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"s2mel checkpoint {path} is not a torch zip checkpoint (truncated or corrupt?). {_FIX}")
+        return _read_legacy(path)
     try:
         with zipfile.ZipFile(path) as zf:
             pickles = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
@@ -196,15 +200,55 @@ def read_s2mel_net(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
                 state = unpickler.load()
             if unpickler.skipped:
                 log.debug("s2mel checkpoint %s: skipped objects of %s", path, sorted(unpickler.skipped))
-            return _materialize_net(state, _Archive(zf, prefix, path))
+            archive = _Archive(zf, prefix, path)
+            return _materialize_net(
+                state, path, lambda v: archive.tensor(v) if isinstance(v, _LazyTensor) else None
+            )
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, IndexError) as exc:
         raise CheckpointError(f"s2mel checkpoint {path} is truncated or corrupt ({exc}). {_FIX}") from exc
 
 
-def _materialize_net(state: Any, archive: _Archive) -> dict[str, dict[str, torch.Tensor]]:
-    path = archive.path
+def _weights_only_detail(exc: Exception) -> str:
+    """The one informative sentence of torch's long ``weights_only`` refusal (e.g. the unsupported global)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    text = " ".join(text.split()).split(". Please", 1)[0].strip().rstrip(".")
+    return text or type(exc).__name__
+
+
+def _read_legacy(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """``net`` of a legacy (non-zip) torch file, via ``torch.load(weights_only=True)``."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head[:1] != b"\x80":  # every torch pickle starts with the pickle protocol opcode
+        raise CheckpointError(
+            f"s2mel checkpoint {path} is not a torch zip checkpoint nor a legacy torch file (truncated or corrupt?). "
+            f"{_FIX}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files; all become one message
+        raise CheckpointError(
+            f"s2mel checkpoint {path} is not a torch zip checkpoint and does not load as a legacy torch file with "
+            f"weights_only=True ({_weights_only_detail(exc)}); it is truncated or corrupt, or holds objects other "
+            f"than weights. {_FIX}"
+        ) from exc
+    log.info("s2mel checkpoint %s: legacy (non-zip) torch file, read with torch.load(weights_only=True)", path)
+    return _materialize_net(state, path, _plain_tensor)
+
+
+def _plain_tensor(value: Any) -> torch.Tensor | None:
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _materialize_net(
+    state: Any, path: Path, tensor: Callable[[Any], torch.Tensor | None]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``state['net']`` with every value turned into a tensor by ``tensor`` (None: the value is not a tensor)."""
     if not isinstance(state, Mapping) or not isinstance(state.get("net"), Mapping):
         raise CheckpointError(f"s2mel checkpoint {path} has no 'net' dict of weights (is it really s2mel.pth?). {_FIX}")
     net: dict[str, dict[str, torch.Tensor]] = {}
@@ -213,11 +257,12 @@ def _materialize_net(state: Any, archive: _Archive) -> dict[str, dict[str, torch
             raise CheckpointError(f"s2mel checkpoint {path}: net['{part}'] is not a state dict. {_FIX}")
         tensors: dict[str, torch.Tensor] = {}
         for key, value in sd.items():
-            if not isinstance(value, _LazyTensor):
+            got = tensor(value)
+            if got is None:
                 raise CheckpointError(
                     f"s2mel checkpoint {path}: net['{part}']['{key}'] is not a tensor ({type(value).__name__}). {_FIX}"
                 )
             name = key[len("module.") :] if key.startswith("module.") else key
-            tensors[name] = archive.tensor(value)
+            tensors[name] = got
         net[str(part)] = tensors
     return net

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -43,6 +44,39 @@ def gpt_layer_widths(state: dict[str, Tensor], *, source: str | Path) -> list[in
     return widths
 
 
+def skip_unexpected(
+    state: dict[str, Tensor], expected: Iterable[str], *, source: str | Path, what: str
+) -> dict[str, Tensor]:
+    """``state`` without the keys ``expected`` lacks (a ``X.weight_g``/``X.weight_v`` pair counts as ``X.weight``);
+    the skipped keys are logged by name. Missing and misshaped keys are left for :func:`load_strict` to report."""
+    expected = set(expected)
+
+    def used(key: str) -> bool:
+        if key in expected:
+            return True
+        for suffix in (".weight_g", ".weight_v"):
+            if key.endswith(suffix) and key[: -len(suffix)] + ".weight" in expected:
+                return True
+        return False
+
+    extra = sorted(k for k in state if not used(k))
+    if not extra:
+        return state
+    more = f" ... (+{len(extra) - 20} more)" if len(extra) > 20 else ""
+    log.warning("%s %s: skipped %d key(s) the model does not have: %s%s",
+                what, source, len(extra), ", ".join(extra[:20]), more)
+    return {k: v for k, v in state.items() if used(k)}
+
+
+def part_state(
+    net: Mapping[str, Mapping[str, Tensor]], part: str, module: nn.Module, *, source: str | Path
+) -> dict[str, Tensor]:
+    """``net[part]`` as ``module`` loads it: keys the module lacks skipped (and logged), weight norm folded."""
+    what = f"s2mel checkpoint net['{part}']"
+    state = skip_unexpected(dict(net[part]), module.state_dict().keys(), source=source, what=what)
+    return fold_weight_norm(state, source=source, what=what)
+
+
 class S2Mel(nn.Module):
     """Semantic features -> mel. Attribute names are the keys of ``s2mel.pth``'s ``net`` dict."""
 
@@ -55,22 +89,37 @@ class S2Mel(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: S2MelConfig, device: str | torch.device = "cpu") -> S2Mel:
-        """Load ``s2mel.pth`` strictly (every key present with its shape; weight norm folded); only ``net`` is read."""
+        """Load ``s2mel.pth``: only ``net`` is read; weight norm is folded.
+
+        As upstream, keys of a ``net`` part that the model does not have are skipped (logged as a warning by
+        name). Every key the model has must be present with its shape, else a :class:`CheckpointError` names it.
+        """
         net = read_s2mel_net(path)
+        model = cls.for_net(net, cfg, source=path)
+        unused = sorted(set(net) - set(PARTS))
+        if unused:
+            log.warning("s2mel checkpoint %s: skipped net parts the model does not use: %s", path, ", ".join(unused))
+        for part in PARTS:
+            module = getattr(model, part)
+            load_strict(module, part_state(net, part, module, source=path), source=path,
+                        what=f"s2mel checkpoint net['{part}']")
+        widths = [model.gpt_layer[0].in_features, *(layer.out_features for layer in model.gpt_layer)]
+        log.info("s2mel weights loaded from %s (gpt_layer %s)", path, " -> ".join(map(str, widths)))
+        return model.to(device).eval()
+
+    @classmethod
+    def for_net(cls, net: Mapping[str, Mapping[str, Tensor]], cfg: S2MelConfig, *, source: str | Path) -> S2Mel:
+        """The (unloaded) model that the ``net`` dict of an ``s2mel.pth`` fits: every part present, the
+        ``gpt_layer`` widths read from its weights. Built on the current default device (``meta`` works)."""
         missing = [p for p in PARTS if p not in net]
         if missing:
             raise CheckpointError(
-                f"s2mel checkpoint {path} lacks net[{', '.join(repr(m) for m in missing)}] (has {sorted(net)})"
+                f"s2mel checkpoint {source} lacks net[{', '.join(repr(m) for m in missing)}] (has {sorted(net)})"
             )
-        widths = gpt_layer_widths(net["gpt_layer"], source=path)
+        widths = gpt_layer_widths(dict(net["gpt_layer"]), source=source)
         if widths[-1] != cfg.length_regulator.in_channels:
             raise CheckpointError(
-                f"s2mel checkpoint {path}: gpt_layer outputs {widths[-1]} features but the config's "
+                f"s2mel checkpoint {source}: gpt_layer outputs {widths[-1]} features but the config's "
                 f"length_regulator.in_channels is {cfg.length_regulator.in_channels}"
             )
-        model = cls(cfg, gpt_dim=widths[0], gpt_hidden=tuple(widths[1:-1]))
-        for part in PARTS:
-            state = fold_weight_norm(net[part], source=path, what=f"s2mel checkpoint net['{part}']")
-            load_strict(getattr(model, part), state, source=path, what=f"s2mel checkpoint net['{part}']")
-        log.info("s2mel weights loaded from %s (gpt_layer %s)", path, " -> ".join(map(str, widths)))
-        return model.to(device).eval()
+        return cls(cfg, gpt_dim=widths[0], gpt_hidden=tuple(widths[1:-1]))
