@@ -44,7 +44,7 @@ def random_model(cfg: GPTConfig) -> UnifiedVoice:
         for m in model.modules():
             if isinstance(m, torch.nn.LayerNorm):
                 m.weight.fill_(1.0)
-        for name, b in model.named_buffers():
+        for _name, b in model.named_buffers():
             b.zero_()
         model.mel_head.bias[cfg.stop_mel_token] = -1e4  # never stop: exactly --tokens steps
     model.prepare_for_inference()

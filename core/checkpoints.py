@@ -119,7 +119,8 @@ def fold_weight_norm(
             stem = key[: -len(".weight_v")]
             g = state.get(stem + ".weight_g")
             if g is None:
-                raise CheckpointError(f"{what} {source}: weight-norm key {stem}.weight_g is missing next to {key}. {_FIX}")
+                raise CheckpointError(
+                    f"{what} {source}: weight-norm key {stem}.weight_g is missing next to {key}. {_FIX}")
             out[stem + ".weight"] = torch._weight_norm(value, g, 0)
             continue
         out[key] = value

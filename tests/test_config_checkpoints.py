@@ -121,7 +121,8 @@ def test_load_strict_lists_problems():
     with pytest.raises(CheckpointError) as err:
         load_strict(m, {"weight": torch.zeros(2, 4), "extra": torch.zeros(1)}, source="x.pth")
     msg = str(err.value)
-    assert "missing keys: bias" in msg and "unexpected keys: extra" in msg and "weight (file (2, 4), model (2, 3))" in msg
+    assert "missing keys: bias" in msg and "unexpected keys: extra" in msg
+    assert "weight (file (2, 4), model (2, 3))" in msg
     load_strict(m, {"weight": torch.ones(2, 3), "bias": torch.ones(2)}, source="x.pth")
     assert torch.equal(m.weight, torch.ones(2, 3))
 
@@ -145,7 +146,9 @@ def test_core_import_has_no_gui():
     import subprocess
     import sys
 
-    code = "import sys, core, core.api, core.config, core.checkpoints, core.engine, core.cli; " \
-           "bad=[m for m in sys.modules if m.split('.')[0] in ('tkinter','_tkinter','desktop')]; print(bad); sys.exit(1 if bad else 0)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    code = ("import sys, core, core.api, core.config, core.checkpoints, core.engine, core.cli; "
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('tkinter','_tkinter','desktop')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

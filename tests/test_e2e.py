@@ -61,7 +61,8 @@ def close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str, 
     expected = expected.float()
     excess = (actual - expected).abs() - (atol + rtol * expected.abs())
     worst = excess.max().item() if expected.numel() else -1.0
-    assert worst <= 0, f"{name}: max |diff| {(actual - expected).abs().max().item():.3g} beyond atol {atol} + rtol {rtol}"
+    diff = (actual - expected).abs().max().item()
+    assert worst <= 0, f"{name}: max |diff| {diff:.3g} beyond atol {atol} + rtol {rtol}"
 
 
 @pytest.mark.parametrize("case", CASES["cases"], ids=[c["name"] for c in CASES["cases"]])
@@ -75,7 +76,8 @@ def test_e2e_case(engine: Engine, case: dict) -> None:
         max_text_tokens_per_segment=inputs["max_text_tokens_per_segment"],
         interval_silence_ms=inputs["interval_silence_ms"],
     )
-    request = SynthesisRequest(inputs["text"], ref("data", "examples", inputs["speaker_clip"]), _emotion(inputs), settings)
+    clip = ref("data", "examples", inputs["speaker_clip"])
+    request = SynthesisRequest(inputs["text"], clip, _emotion(inputs), settings)
     result, voice, traces, emovec = engine.synthesize_traced(
         request, spk_cond_emb=spk, emo_cond_emb=emo, noise=lambda i, frames: g[f"seg{i}.cfm_noise"],
     )
@@ -131,7 +133,8 @@ def test_stage_by_stage_vocoder_and_s2mel(engine: Engine) -> None:
             with torch.inference_mode():
                 lat = engine.pipeline.s2mel.gpt_layer(g[f"seg{i}.latent"])
                 close(lat, g[f"seg{i}.latent_gpt_layer"], 1e-4, "latent_gpt_layer")
-                s_infer = engine.pipeline.codec.vq2emb(g[f"seg{i}.codes"]).transpose(1, 2) + g[f"seg{i}.latent_gpt_layer"]
+                codes_emb = engine.pipeline.codec.vq2emb(g[f"seg{i}.codes"]).transpose(1, 2)
+                s_infer = codes_emb + g[f"seg{i}.latent_gpt_layer"]
                 close(s_infer, g[f"seg{i}.S_infer"], 1e-4, "S_infer")
                 cond = engine.pipeline.s2mel.length_regulator(g[f"seg{i}.S_infer"], g[f"seg{i}.target_lengths"])
                 close(cond, g[f"seg{i}.cond"], 1e-4, "cond")

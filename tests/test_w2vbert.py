@@ -101,7 +101,8 @@ def test_forward_stops_at_requested_layer(model: W2VBert, goldens: dict[str, tor
         got = model(feats, mask, output_layer=layer)
         _close(f"forward(output_layer={layer})", got, goldens[f"{case}.hidden_states.{layer}"])
     calls: list[int] = []
-    hooks = [l.register_forward_hook(lambda *_a, i=i: calls.append(i)) for i, l in enumerate(model.encoder.layers)]
+    hooks = [layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
+             for i, layer in enumerate(model.encoder.layers)]
     try:
         model(feats, mask, output_layer=SEMANTIC_LAYER)
     finally:

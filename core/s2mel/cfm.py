@@ -63,7 +63,8 @@ class CFM(nn.Module):
         ``cancel`` is checked before every step (raises :class:`Cancelled`); ``on_step(i, steps)`` after step i.
 
         ``fast`` runs the estimator's matmuls, convolutions and attention in :func:`fast_dtype` (a cached copy with
-        reduced-precision weights, under autocast; faster, the mel differs slightly); the Euler state, the CFG combination, the time embeddings and the
+        reduced-precision weights, under autocast; faster, the mel differs slightly); the Euler state, the CFG
+        combination, the time embeddings and the
         precomputed condition stay float32. ``fast=False`` is the exact float32 path.
         """
         if steps < 1:
