@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
 def _guard_streams() -> None:
@@ -26,7 +27,7 @@ def _guard_streams() -> None:
 COMMANDS = ("synth", "models", "device")
 
 
-def _window_check(engine: object) -> int:
+def _window_check(engine: Any) -> int:
     """Open and close the main window (the GUI half of --selftest; core never imports tkinter)."""
     import logging
 

@@ -387,7 +387,7 @@ def join_segments(pieces: Sequence[np.ndarray], interval_silence_ms: int) -> np.
 class EngineProtocol(Protocol):
     """What every front end may call. ``synthesize`` is the one synthesis call; ``on_segment`` streams."""
 
-    def load(self, model_dir: str | Path, device: str = "auto", fp16: bool | None = None,
+    def load(self, model_dir: str | Path | None, device: str = "auto", fp16: bool | None = None,
              on_progress: ProgressCallback | None = None) -> None: ...
 
     @property

@@ -106,7 +106,7 @@ class StudioApp(ResultActions, PresetActions):
         dirs: AppDirs | None = None,
         dialog: Callable[..., object] | None = None,
         model_dir: str | Path | None = None,
-        on_setup_models: Callable[[StudioApp], None] | None = None,
+        on_setup_models: Callable[[StudioApp], object] | None = None,
         find_model_dir: Callable[[str | None], Path] | None = None,
         autoload: bool = True,
         check_device_on_start: bool = True,
@@ -165,7 +165,7 @@ class StudioApp(ResultActions, PresetActions):
         self.studio = ttk.Frame(self.container)
         self.first_run = FirstRunScreen(
             self.container,
-            on_setup=lambda: self.on_setup_models(self),
+            on_setup=self._open_model_setup,
             on_choose=self.choose_model_dir,
             on_retry=self.load_engine,
         )
@@ -338,6 +338,9 @@ class StudioApp(ResultActions, PresetActions):
     @property
     def first_run_visible(self) -> bool:
         return self.first_run.winfo_manager() != ""
+
+    def _open_model_setup(self) -> None:
+        self.on_setup_models(self)
 
     def load_engine(self) -> None:
         if self.load_job is not None:
@@ -732,7 +735,7 @@ def run(
     model_dir: str | Path | None = None,
     dialog: Callable[..., object] | None = None,
     dirs: AppDirs | None = None,
-    on_setup_models: Callable[[StudioApp], None] | None = None,
+    on_setup_models: Callable[[StudioApp], object] | None = None,
     device: str | None = None,
 ) -> int:
     """Open the studio and run until the window closes; 0 on a normal exit, 1 if it could not start.
