@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -172,12 +172,16 @@ class SnakeBeta(nn.Module):
 class UpSample1d(nn.Module):
     """x2 upsampler; holds the ``filter`` buffer of the checkpoint (``...upsample.filter``)."""
 
+    filter: Tensor  # registered buffer: the 12-tap kaiser-sinc low-pass
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("filter", default_filter())
 
 
 class LowPassFilter1d(nn.Module):
+    filter: Tensor  # registered buffer: the 12-tap kaiser-sinc low-pass
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("filter", default_filter())
@@ -443,7 +447,7 @@ class BigVGAN(nn.Module):
 
     def stage(self, i: int, x: Tensor) -> Tensor:
         """Stage i: transposed-conv upsampling, then the mean of its AMP blocks (summed in order, then divided)."""
-        x = self.ups[i][0](x)
+        x = cast(nn.ModuleList, self.ups[i])[0](x)
         n = len(self.cfg.resblock_kernel_sizes)
         blocks = self.resblocks[i * n : (i + 1) * n]
         acc = blocks[0](x)

@@ -203,7 +203,7 @@ def _convert(tp: Any, value: Any, where: str, path: Path) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: '{where}' must be a mapping, found {type(value).__name__}")
-        return build(tp, value, path, where)
+        return build(typing.cast(type, tp), value, path, where)  # a type hint: the class, never an instance
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):

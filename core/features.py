@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 
 import numpy as np
 import torch
@@ -45,6 +46,10 @@ MAG_EPS = 1e-9
 # ----------------------------------------------------------------------------------------------- mel scales
 
 
+@typing.overload
+def kaldi_mel(freq_hz: float) -> float: ...
+@typing.overload
+def kaldi_mel(freq_hz: np.ndarray) -> np.ndarray: ...
 def kaldi_mel(freq_hz: np.ndarray | float) -> np.ndarray | float:
     """Kaldi / HTK mel scale 1127 ln(1 + f / 700)."""
     return 1127.0 * np.log(1.0 + np.asarray(freq_hz, dtype=np.float64) / 700.0)
@@ -56,7 +61,7 @@ _SLANEY_LOG_MEL = _SLANEY_LOG_HZ / _SLANEY_F_SP
 _SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 
-def slaney_hz_to_mel(freq_hz: np.ndarray) -> np.ndarray:
+def slaney_hz_to_mel(freq_hz: np.ndarray | float) -> np.ndarray:
     """Slaney's auditory-toolbox mel scale: linear below 1 kHz, logarithmic above."""
     f = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
     mel = f / _SLANEY_F_SP
@@ -169,7 +174,13 @@ def hann_window(length: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def _as_1d(wave: torch.Tensor | np.ndarray, what: str) -> np.ndarray | torch.Tensor:
+@typing.overload
+def _as_1d(wave: torch.Tensor, what: str) -> torch.Tensor: ...
+@typing.overload
+def _as_1d(wave: np.ndarray, what: str) -> np.ndarray: ...
+@typing.overload
+def _as_1d(wave: torch.Tensor | np.ndarray, what: str) -> torch.Tensor | np.ndarray: ...
+def _as_1d(wave: torch.Tensor | np.ndarray, what: str) -> torch.Tensor | np.ndarray:
     if wave.ndim == 2:
         if wave.shape[0] != 1:
             raise ValueError(f"{what} expects one mono waveform [1, n], got shape {tuple(wave.shape)}")

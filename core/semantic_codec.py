@@ -12,6 +12,7 @@ runs it, so :meth:`SemanticCodec.from_file` checks those keys and shapes against
 from __future__ import annotations
 
 import logging
+import typing
 from pathlib import Path
 
 import torch
@@ -112,12 +113,17 @@ class ResidualVQ(nn.Module):
             FactorizedVectorQuantizer(input_dim, codebook_size, codebook_dim) for _ in range(num_quantizers)
         )
 
+    @property
+    def stages(self) -> list[FactorizedVectorQuantizer]:
+        """The quantizers in order, typed."""
+        return [typing.cast(FactorizedVectorQuantizer, q) for q in self.quantizers]
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual quantization of z [B, D, T] -> (codes [N, B, T], quantized [B, D, T])."""
         residual = z
         quantized = torch.zeros_like(z)
         all_codes = []
-        for quantizer in self.quantizers:
+        for quantizer in self.stages:
             codes = quantizer.encode(residual)
             q = quantizer.decode(codes)
             quantized = quantized + q
@@ -127,8 +133,9 @@ class ResidualVQ(nn.Module):
 
     def vq2emb(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [N, B, T] (one row per quantizer) -> summed embeddings [B, D, T]."""
-        out = self.quantizers[0].decode(codes[0])
-        for quantizer, c in zip(self.quantizers[1:], codes[1:]):
+        stages = self.stages
+        out = stages[0].decode(codes[0])
+        for quantizer, c in zip(stages[1:], codes[1:]):
             out = out + quantizer.decode(c)
         return out
 

@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -157,8 +157,8 @@ class _Archive:
                     f"expected {nbytes}. {_FIX}"
                 )
             raw = torch.empty(nbytes, dtype=torch.uint8)
-            with self.zf.open(info) as fh:
-                got = fh.readinto(memoryview(raw.numpy()))
+            with cast(zipfile.ZipExtFile, self.zf.open(info)) as fh:  # mode "r" opens a ZipExtFile
+                got = fh.readinto(raw.numpy().data)
             if got != nbytes:
                 raise CheckpointError(f"s2mel checkpoint {self.path}: record {name} is truncated. {_FIX}")
             flat = raw.view(ref.dtype)

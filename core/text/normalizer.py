@@ -102,6 +102,11 @@ def use_chinese_grammar(text: str) -> bool:
     return PINYIN_TONE.search(text) is not None
 
 
+def _literal(replacement: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``replacement`` verbatim (no backslash or group expansion)."""
+    return lambda _match: replacement
+
+
 def load_glossary(path: str | Path) -> dict[str, str | dict[str, str]]:
     """Read a glossary YAML file: ``term: reading`` or ``term: {en: reading, zh: reading}``."""
     import yaml
@@ -144,7 +149,7 @@ class TextNormalizer:
         for pattern, term, value in self._glossary_patterns:
             # A per-language entry without this language keeps the term (the replacement is literal text).
             reading = value.get(lang, term) if isinstance(value, Mapping) else value
-            text = pattern.sub(lambda _m, r=reading: r, text)
+            text = pattern.sub(_literal(reading), text)
         return text
 
     def _run_grammar(self, lang: str, text: str) -> str:
