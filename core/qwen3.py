@@ -97,6 +97,8 @@ class RMSNorm(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Half-split RoPE: ``(cos, sin)`` for integer positions, computed in float32."""
 
+    inv_freq: Tensor  # non-persistent buffer [head_dim / 2]
+
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))

@@ -31,6 +31,8 @@ def sinusoid_table(length: int, dim: int) -> Tensor:
 class RelPositionalEncoding(nn.Module):
     """Holds the sinusoid table (a persistent buffer in the checkpoint); scaling happens in the subsampler."""
 
+    pe: Tensor  # registered buffer [1, max_len, dim]
+
     def __init__(self, dim: int, max_len: int = PE_MAX_LEN) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoid_table(max_len, dim).unsqueeze(0))

@@ -63,7 +63,8 @@ class EmotionMatrices:
                     f"{source} has {matrix.shape[0]} rows but config emo_num {list(groups)} needs {rows}; "
                     "the matrix does not belong to this model's config.yaml"
                 )
-        return cls(tuple(torch.split(spk.float(), groups)), tuple(torch.split(emo.float(), groups)), groups)
+        sizes = list(groups)
+        return cls(tuple(torch.split(spk.float(), sizes)), tuple(torch.split(emo.float(), sizes)), groups)
 
     @staticmethod
     def _load_matrix(path: str | Path, what: str) -> Tensor:
@@ -94,7 +95,7 @@ class EmotionMatrices:
             raise ValueError(
                 f"style vector has {style.numel()} values, the speaker matrix rows have {self.spk_groups[0].shape[1]}"
             )
-        per_group = torch.split(self.cosine_similarities(style), self.emo_num)
+        per_group = torch.split(self.cosine_similarities(style), list(self.emo_num))
         return [int(torch.argmax(similarities)) for similarities in per_group]
 
     def mix(

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -188,9 +189,14 @@ class GPT2Stack(nn.Module):
                 hidden.append(x)
         return self.ln_f(x)
 
+    @property
+    def blocks(self) -> Iterable[GPT2Block]:
+        """The blocks of ``h`` in order, typed."""
+        return typing.cast(Iterable[GPT2Block], self.h)
+
     def prefill(self, x: Tensor, cache: KVCache) -> Tensor:
         """Prompt x [1, T, D] into the cache; returns ln_f of the last row [1, D]."""
-        for i, block in enumerate(self.h):
+        for i, block in enumerate(self.blocks):
             x = x + block.attn.prefill(block.ln_1(x), cache.k[i], cache.v[i])
             x = x + block.mlp(block.ln_2(x))
         return self.ln_f(x[:, -1])
@@ -202,7 +208,7 @@ class GPT2Stack(nn.Module):
         """
         write = cache.entry(pos)
         n = write + cache.slots
-        for i, block in enumerate(self.h):
+        for i, block in enumerate(self.blocks):
             x = x + block.attn.step(_rowwise(block.ln_1, x), cache.k[i], cache.v[i], write, n, bias)
             x = x + block.mlp(_rowwise(block.ln_2, x))
         return _rowwise(self.ln_f, x)
@@ -334,9 +340,9 @@ class UnifiedVoice(nn.Module):
         width as length, which leaves every frame of a clip shorter than 1024 frames valid).
         """
         x = spk_cond_emb.to(self.device, self.dtype)
-        enc_trace = {} if trace is not None else None
+        enc_trace: dict[str, Tensor] | None = {} if trace is not None else None
         enc, mask = self.conditioning_encoder(x, lengths, enc_trace)
-        per_trace = {} if trace is not None else None
+        per_trace: dict[str, Tensor] | None = {} if trace is not None else None
         out = self.perceiver_encoder(enc, mask, per_trace)
         if trace is not None:
             trace.update(enc_trace or {})
@@ -348,9 +354,9 @@ class UnifiedVoice(nn.Module):
     ) -> Tensor:
         """Emotion vector [1, model_dim]: emotion conformer -> 1-latent perceiver -> emovec_layer -> emo_layer."""
         x = cond_emb.to(self.device, self.dtype)
-        enc_trace = {} if trace is not None else None
+        enc_trace: dict[str, Tensor] | None = {} if trace is not None else None
         enc, mask = self.emo_conditioning_encoder(x, lengths, enc_trace)
-        per_trace = {} if trace is not None else None
+        per_trace: dict[str, Tensor] | None = {} if trace is not None else None
         pooled = self.emo_perceiver_encoder(enc, mask, per_trace).squeeze(1)
         projected = self.emovec_layer(pooled)
         out = self.emo_layer(projected)

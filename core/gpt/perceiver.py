@@ -7,6 +7,8 @@ the output goes through an L2-normalising "RMSNorm". Attribute names mirror the 
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -93,7 +95,8 @@ class PerceiverResampler(nn.Module):
         if trace is not None:
             trace["proj_context_out"] = context
         for i, layer in enumerate(self.layers):
-            attn, ff = layer[0], layer[1]
+            pair = typing.cast(nn.ModuleList, layer)
+            attn, ff = pair[0], pair[1]
             a = attn(latents, context, key_mask)
             if trace is not None:
                 trace[f"layer{i}_attn_out"] = a

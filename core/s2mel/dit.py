@@ -37,6 +37,8 @@ def _find_multiple(n: int, k: int) -> int:
 class TimestepEmbedder(nn.Module):
     """``mlp([cos(1000 t f), sin(1000 t f)])`` with 128 frequencies ``f_i = exp(-ln(1e4) i / 128)`` (cosines first)."""
 
+    freqs: Tensor  # registered buffer [freq_dim / 2]
+
     def __init__(self, hidden: int, freq_dim: int = 256) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -196,6 +198,9 @@ class DiTCondition:
 
 class DiT(nn.Module):
     """Velocity estimator ``v(x, t | prompt, content, style)``; attribute names follow ``net['cfm']['estimator.*']``."""
+
+    input_pos: Tensor  # registered buffer [MAX_FRAMES] (stored, never used)
+    rope: Tensor  # non-persistent buffer: the rotary table for MAX_FRAMES positions
 
     def __init__(self, cfg: S2MelConfig) -> None:
         super().__init__()

@@ -7,6 +7,8 @@ Weight norm is folded into plain ``weight`` at load time; key names stay ``<name
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,7 +68,7 @@ class WN(nn.Module):
     @property
     def left_context(self) -> int:
         """Frames of left context one output frame depends on (through all layers)."""
-        return sum(layer.pad_left for layer in self.in_layers)
+        return sum(typing.cast(SConv1d, layer).pad_left for layer in self.in_layers)
 
     def forward(self, x: Tensor, mask: Tensor | None, g: Tensor) -> Tensor:
         """``x`` [B, hidden, T], ``mask`` [B, 1, T] or None (all valid), ``g`` [B, gin, 1] -> [B, hidden, T]."""
