@@ -15,15 +15,12 @@ import time
 import tkinter as tk
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from tkinter import ttk
 from typing import Any
 
-import numpy as np
-
 from core.api import (
-    SAMPLE_RATE,
     Cancelled,
     EngineError,
     EngineProtocol,
@@ -37,27 +34,25 @@ from core.api import (
 )
 from core.device import DeviceChoice, probe
 from desktop import dialogs as dialogs_mod
-from desktop.audio import AudioUnavailable
+from desktop.commands import AppState, CommandTable
 from desktop.dialogs import UserError, describe_error, is_expected
 from desktop.dirs import AppDirs, app_dirs
-from desktop.emotion_ui import EmotionPanel
+from desktop.history import HistoryEntry, Request
 from desktop.logs import LogWindow, setup_logging
-from desktop.player import Player
-from desktop.presets import AppSettings, PresetStore, StateFiles
-from desktop.studio_presets import PresetActions
-from desktop.studio_results import HistoryEntry, Request, ResultActions
-from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
+from desktop.settings import AppSettings, Preset, PresetStore, StateFiles
+from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
+from desktop.widgets.emotion import EmotionPanel
 from desktop.widgets.panels import (
     AdvancedPanel,
     FirstRunScreen,
-    HistoryPanel,
     TextPanel,
     VoicePanel,
     setting_error_words,
 )
+from desktop.widgets.preset_bar import PresetBar
 from desktop.widgets.record_dialog import RecordDialog
+from desktop.widgets.results import ResultPanel
 from desktop.widgets.settings_dialog import SettingsDialog
-from desktop.widgets.waveform import Waveform
 from desktop.worker import Job, Worker
 
 log = logging.getLogger(__name__)
@@ -95,8 +90,11 @@ def _prepare(engine: EngineProtocol, lock: threading.Lock, job: Job, clip: Path)
         return engine.prepare_voice(clip)
 
 
-class StudioApp(ResultActions, PresetActions):
-    """The main window. ``dialog`` replaces every message box and file dialog (tests)."""
+class StudioApp:
+    """The main window. ``dialog`` replaces every message box and file dialog (tests).
+
+    What is enabled follows :attr:`state` alone, through the command table (:mod:`desktop.commands`).
+    """
 
     def __init__(
         self,
@@ -123,7 +121,6 @@ class StudioApp(ResultActions, PresetActions):
         self.files = StateFiles(self.dirs.config)
         self.settings = self.files.load_settings()
         self.device_override = device  # --device: this run only, not saved in the settings
-        self.presets = PresetStore(self.dirs.presets)
         self.library = VoiceLibrary(self.dirs.voices)
         self.worker = Worker(root)
         if model_dir:
@@ -136,14 +133,8 @@ class StudioApp(ResultActions, PresetActions):
         self.load_job: Job | None = None
         self.job_started = 0.0
         self.last_progress: Progress | None = None
-        self.history: list[HistoryEntry] = []
-        self.current: HistoryEntry | None = None
-        self.player: Player | None = None
-        self._stream_started = False
-        self._stream_gap = np.zeros(0, dtype=np.int16)
-        self._cursor_id: str | None = None
         self.device_report: DeviceChoice | None = None
-        self.pending_voices: list = []  # voices to prepare once the running synthesis has ended
+        self.pending_voices: list[Voice] = []  # voices to prepare once the running synthesis has ended
         self.prepare_job: Job | None = None
         # Held by every worker call into the engine, so two jobs never run on it at once.
         self._engine_lock = threading.Lock()
@@ -156,10 +147,8 @@ class StudioApp(ResultActions, PresetActions):
         self.device_note = tk.StringVar(self.root, value="")
         self.stage = tk.StringVar(self.root, value="")
         self.timing = tk.StringVar(self.root, value="")
-        self.position = tk.StringVar(self.root, value="0.0 / 0.0 s")
-        self.preset_name = tk.StringVar(self.root, value="")
         self.progress = tk.DoubleVar(self.root, value=0.0)
-        self._build_menu()
+        self.commands = CommandTable(root, lambda: self.state)
         self.container = ttk.Frame(root)
         self.container.pack(fill="both", expand=True)
         self.studio = ttk.Frame(self.container)
@@ -174,13 +163,13 @@ class StudioApp(ResultActions, PresetActions):
         bar.pack(fill="x", side="bottom")
         ttk.Label(bar, textvariable=self.status).pack(side="left")
         ttk.Label(bar, textvariable=self.device_note, foreground="#555").pack(side="right")
-        self._bind_keys()
+        self._register_commands()
         self.studio.pack(fill="both", expand=True)
         self.restore_state()
         for note in self.files.notes:
             self.dialog("warning", parent=root, title="Settings reset", message=note)
         root.protocol("WM_DELETE_WINDOW", self.close)
-        self.refresh_buttons()
+        self.refresh_state()
         if autoload:
             self.load_engine()
         if check_device_on_start:
@@ -195,28 +184,6 @@ class StudioApp(ResultActions, PresetActions):
         style.configure("Horizontal.TProgressbar", background="#3b82f6", troughcolor="#e5e7eb", thickness=14)
         style.configure("Treeview", rowheight=22)
 
-    def _build_menu(self) -> None:
-        menu = tk.Menu(self.root)
-        file = tk.Menu(menu, tearoff=False)
-        file.add_command(
-            label="Open voice clip\u2026", accelerator="Ctrl+O", command=lambda: self.voice_panel.open_clip()
-        )
-        file.add_command(label="Save result as WAV\u2026", accelerator="Ctrl+S", command=self.save_wav_dialog)
-        file.add_command(label="Quick save to output folder", accelerator="Ctrl+Shift+S", command=self.quick_save)
-        file.add_separator()
-        file.add_command(label="Quit", accelerator="Ctrl+Q", command=self.close)
-        menu.add_cascade(label="File", menu=file)
-        presets = tk.Menu(menu, tearoff=False)
-        presets.add_command(label="Save current as preset\u2026", command=self.save_preset_dialog)
-        presets.add_command(label="Import preset file\u2026", command=self.import_preset)
-        menu.add_cascade(label="Presets", menu=presets)
-        tools = tk.Menu(menu, tearoff=False)
-        tools.add_command(label="Device check", command=lambda: self.run_device_check(show=True))
-        tools.add_command(label="Settings\u2026", command=self.open_settings)
-        tools.add_command(label="View log", command=self.open_log)
-        menu.add_cascade(label="Tools", menu=tools)
-        self.root.configure(menu=menu)
-
     def _build_studio(self) -> None:
         panes = ttk.PanedWindow(self.studio, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=8, pady=8)
@@ -229,11 +196,9 @@ class StudioApp(ResultActions, PresetActions):
         self.text_panel.pack(fill="both", expand=True)
         gen = ttk.Frame(left, padding=(0, 8))
         gen.pack(fill="x")
-        self.generate_button = ttk.Button(
-            gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton", command=self.generate
-        )
+        self.generate_button = ttk.Button(gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton")
         self.generate_button.pack(side="left")
-        self.cancel_button = ttk.Button(gen, text="Cancel", command=self.cancel)
+        self.cancel_button = ttk.Button(gen, text="Cancel")
         self.cancel_button.pack(side="left", padx=6)
         prog = ttk.Frame(gen)
         prog.pack(side="left", fill="x", expand=True, padx=(6, 0))
@@ -244,31 +209,24 @@ class StudioApp(ResultActions, PresetActions):
         ttk.Label(row, textvariable=self.stage).pack(side="left")
         ttk.Label(row, textvariable=self.timing).pack(side="right")
 
-        result = ttk.LabelFrame(left, text="Result", padding=6)
-        result.pack(fill="x")
-        self.waveform = Waveform(result, height=110, on_seek=self.seek)
-        self.waveform.pack(fill="x")
-        transport = ttk.Frame(result)
-        transport.pack(fill="x", pady=(4, 0))
-        self.play_button = ttk.Button(transport, text="\u25b6 Play", command=self.play_pause)
-        self.play_button.pack(side="left")
-        ttk.Button(transport, text="\u25a0 Stop", command=self.stop_playback).pack(side="left", padx=4)
-        ttk.Label(transport, textvariable=self.position).pack(side="left", padx=8)
-        self.stream_var = tk.BooleanVar(self.root, value=self.settings.streaming)
-        ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream_var).pack(
-            side="left", padx=8
+        self.results = ResultPanel(
+            left,
+            dialog=self.dialog,
+            report_error=self.error,
+            on_status=self.status.set,
+            output_dir=self.output_dir,
+            output_device=lambda: self.settings.output_device,
+            on_regenerate=self.regenerate,
+            on_preset=self.history_to_preset,
+            streaming=self.settings.streaming,
         )
-        ttk.Button(transport, text="Save WAV\u2026", command=self.save_wav_dialog).pack(side="right")
-        self.history_panel = HistoryPanel(
-            left, on_select=self.show_history, on_regenerate=self.regenerate, on_preset=self.history_to_preset
-        )
-        self.history_panel.pack(fill="both", expand=True, pady=(8, 0))
+        self.results.pack(fill="both", expand=True)
 
         self.voice_panel = VoicePanel(
             right,
             self.library,
             self.dialog,
-            on_play=self.play_reference,
+            on_play=lambda path: self.results.play_clip(path),
             on_record=self.open_recorder,
             on_added=self.prepare_voice,
         )
@@ -277,28 +235,38 @@ class StudioApp(ResultActions, PresetActions):
         self.emotion_panel.pack(fill="x", pady=(8, 0))
         self.advanced = AdvancedPanel(right, on_change=lambda: self.root.after_idle(self.text_panel.update_preview))
         self.advanced.pack(fill="x", pady=(8, 0))
-        presets = ttk.LabelFrame(right, text="Presets", padding=6)
-        presets.pack(fill="x", pady=(8, 0))
-        self.preset_box = ttk.Combobox(presets, textvariable=self.preset_name, width=22)
-        self.preset_box.pack(side="left", fill="x", expand=True)
-        ttk.Button(presets, text="Load", command=lambda: self.load_preset(self.preset_name.get())).pack(
-            side="left", padx=4
+        self.preset_bar = PresetBar(
+            right,
+            PresetStore(self.dirs.presets),
+            capture=self.snapshot,
+            apply=self.apply_preset,
+            dialog=self.dialog,
+            report_error=self.error,
+            on_status=self.status.set,
         )
-        ttk.Button(presets, text="Save\u2026", command=self.save_preset_dialog).pack(side="left")
-        ttk.Button(presets, text="Delete", command=self.delete_preset).pack(side="left", padx=4)
-        self.refresh_presets()
+        self.preset_bar.pack(fill="x", pady=(8, 0))
 
-    def _bind_keys(self) -> None:
-        r = self.root
-        r.bind("<Control-Return>", lambda e: self.generate())
-        r.bind("<F5>", lambda e: self.generate())
-        r.bind("<Escape>", lambda e: self.cancel())
-        r.bind("<Control-s>", lambda e: self.save_wav_dialog())
-        r.bind("<Control-S>", lambda e: self.quick_save())
-        r.bind("<Control-o>", lambda e: self.voice_panel.open_clip())
-        r.bind("<Control-r>", lambda e: self.open_recorder())
-        r.bind("<Control-p>", lambda e: self.play_pause())
-        r.bind("<Control-q>", lambda e: self.close())
+    def _register_commands(self) -> None:
+        """Every menu item and shortcut of the window, and when it is enabled (one line each)."""
+        add, results = self.commands.add, self.results
+        add("open_clip", "Open voice clip\u2026", self.voice_panel.open_clip, menu="File", shortcuts="Ctrl+O")
+        add("record", "Record a voice\u2026", self.open_recorder, menu="File", shortcuts="Ctrl+R")
+        add("save_wav", "Save result as WAV\u2026", results.save_wav_dialog, menu="File", shortcuts="Ctrl+S",
+            separator_before=True)
+        add("quick_save", "Quick save to output folder", results.quick_save, menu="File", shortcuts="Ctrl+Shift+S")
+        add("quit", "Quit", self.close, menu="File", shortcuts="Ctrl+Q", separator_before=True)
+        add("generate", "Generate", self.generate, menu="Speech", shortcuts=("Ctrl+Enter", "F5"),
+            enabled_in={AppState.READY})
+        add("cancel", "Cancel", self.cancel, menu="Speech", shortcuts="Esc", enabled_in={AppState.GENERATING})
+        add("play", "Play / pause result", results.play_pause, menu="Speech", shortcuts="Ctrl+P",
+            tester=lambda: results.current is not None)
+        add("save_preset", "Save current as preset\u2026", self.preset_bar.save_dialog, menu="Presets")
+        add("import_preset", "Import preset file\u2026", self.preset_bar.import_file, menu="Presets")
+        add("device_check", "Device check", lambda: self.run_device_check(show=True), menu="Tools")
+        add("settings", "Settings\u2026", self.open_settings, menu="Tools")
+        add("log", "View log", self.open_log, menu="Tools")
+        self.commands.attach(self.generate_button, "generate")
+        self.commands.attach(self.cancel_button, "cancel")
 
     # --- errors -----------------------------------------------------------------------------------------------
     def error(self, title: str, exc_or_message: BaseException | str, prefix: str = "") -> None:
@@ -364,14 +332,14 @@ class StudioApp(ResultActions, PresetActions):
             self.show_engine_device()
             self.stage.set("")
             self.progress.set(0)
-            self.refresh_buttons()
+            self.refresh_state()
             self.text_panel.update_preview()
             self._start_pending_voices()
 
         def failed(exc: BaseException) -> None:
             self.load_job = None
             self.pending_voices.clear()
-            self.refresh_buttons()
+            self.refresh_state()
             if isinstance(exc, EngineError):
                 self.show_first_run(str(exc))
             else:
@@ -379,7 +347,7 @@ class StudioApp(ResultActions, PresetActions):
                 self.error("Loading the models", exc)
 
         self.load_job = self.worker.start("load", work, done, failed, on_message=lambda k, p: self._on_progress(p))
-        self.refresh_buttons()
+        self.refresh_state()
 
     @property
     def device(self) -> str:
@@ -401,12 +369,18 @@ class StudioApp(ResultActions, PresetActions):
             self.load_engine()
 
     # --- generation -------------------------------------------------------------------------------------------
-    def refresh_buttons(self) -> None:
-        """Generate only when the engine is ready and idle; Cancel only while generating."""
-        generating = self.job is not None
-        ready = self.engine.loaded and self.load_job is None
-        self.generate_button.configure(state="normal" if ready and not generating else "disabled")
-        self.cancel_button.configure(state="normal" if generating else "disabled")
+    @property
+    def state(self) -> AppState:
+        """What the window is doing: the one input to what is enabled."""
+        if self.job is not None:
+            return AppState.GENERATING
+        if self.load_job is not None:
+            return AppState.LOADING
+        return AppState.READY if self.engine.loaded else AppState.NO_MODELS
+
+    def refresh_state(self) -> None:
+        """Enable the commands (menu items, shortcuts, their buttons) that work in the current state."""
+        self.commands.refresh()
 
     def build_request(self) -> Request:
         """The request from the widgets, or :class:`UserError` saying what to fix."""
@@ -444,7 +418,7 @@ class StudioApp(ResultActions, PresetActions):
             synthesis=synthesis,
             voice_label=self.voice_panel.voice_label.get(),
             emotion_state=self.emotion_panel.get_state(),
-            stream=bool(self.stream_var.get()),
+            stream=bool(self.results.stream.get()),
         )
 
     def generate(self) -> Job | None:
@@ -461,10 +435,8 @@ class StudioApp(ResultActions, PresetActions):
         return self.start_job(request)
 
     def start_job(self, request: Request) -> Job:
-        self.stop_playback()
+        self.results.begin_stream(silence_gap(request.settings.interval_silence_ms))
         engine, lock = self.engine, self._engine_lock  # the worker must not hold the window (Tk objects)
-        self._stream_started = False
-        self._stream_gap = silence_gap(request.settings.interval_silence_ms)
 
         def work(job: Job, post: Callable) -> SynthesisResult:
             # One call, streaming or not: the engine's result (audio, warnings, errors) is used as it is.
@@ -484,7 +456,7 @@ class StudioApp(ResultActions, PresetActions):
         self.job = self.worker.start(
             "synthesis", work, lambda r: self._job_done(request, r), self._job_failed, self._job_message
         )
-        self.refresh_buttons()
+        self.refresh_state()
         self._tick_timing()
         self.save_state()
         return self.job
@@ -496,27 +468,10 @@ class StudioApp(ResultActions, PresetActions):
         self.stage.set(f"{p.stage}{seg}")
 
     def _job_message(self, kind: str, payload: object) -> None:
-        if kind == "progress":
-            self._on_progress(payload)  # type: ignore[arg-type]
-        elif kind == "segment":
-            self._stream_segment(payload)  # type: ignore[arg-type]
-
-    def _stream_segment(self, seg: SegmentAudio) -> None:
-        try:
-            player = self._player()
-            if not self._stream_started:
-                player.load(seg.audio, SAMPLE_RATE, open_ended=True)
-                player.play()
-                self._stream_started = True
-                self._poll_cursor()
-            else:
-                player.append(
-                    np.concatenate([self._stream_gap, seg.audio]), SAMPLE_RATE, last=seg.index + 1 >= seg.count
-                )
-        except AudioUnavailable as exc:
-            self.stream_var.set(False)
-            self.status.set(str(exc))
-            log.warning("streaming playback disabled: %s", exc)
+        if kind == "progress" and isinstance(payload, Progress):
+            self._on_progress(payload)
+        elif kind == "segment" and isinstance(payload, SegmentAudio):
+            self.results.play_segment(payload)
 
     def _tick_timing(self) -> None:
         if self.job is None:
@@ -536,18 +491,8 @@ class StudioApp(ResultActions, PresetActions):
 
     def _job_done(self, request: Request, result: SynthesisResult) -> None:
         self.job = None
-        self.refresh_buttons()
-        entry = HistoryEntry(request=request, result=result)
-        self.history.append(entry)
-        self.history_panel.add(
-            len(self.history) - 1,
-            time.strftime("%H:%M:%S"),
-            request.text,
-            request.voice_label,
-            result.duration,
-            request.settings.seed,
-        )
-        self.show_entry(entry)
+        self.refresh_state()
+        self.results.add(HistoryEntry(request=request, result=result))
         took = time.monotonic() - self.job_started
         self.progress.set(100)
         self.stage.set("Done")
@@ -556,16 +501,14 @@ class StudioApp(ResultActions, PresetActions):
             f"Generated {result.duration:.1f} s of audio in {took:.1f} s."
             + (" " + " ".join(result.warnings) if result.warnings else "")
         )
-        if self._stream_started and self.player is not None:
-            self.player.close_stream_input()
+        self.results.end_stream(completed=True)
         self._start_pending_voices()
 
     def _job_failed(self, exc: BaseException) -> None:
         self.job = None
-        self.refresh_buttons()
+        self.refresh_state()
         self.progress.set(0)
-        if self.player is not None and self._stream_started:
-            self.player.stop()
+        self.results.end_stream(completed=False)
         self.root.after_idle(self._start_pending_voices)
         if isinstance(exc, Cancelled):
             self.stage.set("Cancelled")
@@ -574,6 +517,101 @@ class StudioApp(ResultActions, PresetActions):
         self.stage.set("Failed")
         self.status.set("Generation failed.")
         self.error("Generate", exc)
+
+    # --- presets, history and the saved state ---------------------------------------------------------------
+    def snapshot(self) -> Preset:
+        """The voice, emotion and generation settings of the window now, as an unnamed preset."""
+        try:
+            settings = self.advanced.get_settings().to_dict()
+        except UserError:
+            settings = GenerationSettings().to_dict()
+        return Preset(
+            name="", voice=self.voice_panel.voice_path.get(), emotion=self.emotion_panel.get_state(), settings=settings
+        )
+
+    def apply_preset(self, preset: Preset) -> None:
+        problems = []
+        if preset.voice:
+            if Path(preset.voice).is_file():
+                self.voice_panel.set_clip(preset.voice)
+            else:
+                problems.append(f"its voice clip {preset.voice} no longer exists")
+        try:
+            self.emotion_panel.set_state(preset.emotion)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"its emotion settings are invalid ({exc})")
+        self.advanced.set_settings(preset.settings)
+        if problems:
+            self.dialog(
+                "warning",
+                parent=self.root,
+                title="Preset",
+                message=f"Preset '{preset.name}' was loaded, but " + "; ".join(problems) + ".",
+            )
+
+    def regenerate(self, entry: HistoryEntry) -> Job | None:
+        """Put a History entry's request back into the panels and run it again (the same seed: the same audio)."""
+        request = entry.request
+        self.text_panel.set_text(request.text)
+        if Path(request.voice).is_file():
+            self.voice_panel.set_clip(request.voice, label=request.voice_label)
+        self.emotion_panel.set_state(request.emotion_state)
+        self.advanced.set_settings(request.settings.to_dict())
+        if self.state is not AppState.READY:
+            return None
+        return self.start_job(request)  # frozen: the same request, the same seed
+
+    def history_to_preset(self, entry: HistoryEntry) -> Path | None:
+        request = entry.request
+        return self.preset_bar.save_dialog(
+            Preset(
+                name="", voice=request.voice, emotion=dict(request.emotion_state), settings=request.settings.to_dict()
+            )
+        )
+
+    def output_dir(self) -> Path:
+        return Path(self.settings.output_dir) if self.settings.output_dir else self.dirs.outputs
+
+    def save_state(self) -> None:
+        if not self.persist:
+            return
+        state = {
+            "text": self.text_panel.get_text(),
+            **asdict(self.snapshot()),
+            "advanced_open": bool(self.advanced.open.get()),
+            "preset": self.preset_bar.name.get(),
+            "streaming": bool(self.results.stream.get()),
+        }
+        state.pop("name", None)
+        try:
+            self.files.save_state(state)
+        except OSError:
+            log.warning("could not save the last-used state", exc_info=True)
+
+    def restore_state(self) -> None:
+        state = self.files.load_state()
+        if not state:
+            return
+        try:
+            self.text_panel.set_text(str(state.get("text", "")))
+            voice = state.get("voice") or ""
+            if voice and Path(voice).is_file():
+                self.voice_panel.set_clip(voice)
+            self.emotion_panel.set_state(state.get("emotion") or {})
+            self.advanced.set_settings(state.get("settings") or {})
+            self.advanced.set_open(bool(state.get("advanced_open", False)))
+            self.preset_bar.name.set(str(state.get("preset", "")))
+            self.results.stream.set(bool(state.get("streaming", self.settings.streaming)))
+        except (ValueError, TypeError) as exc:
+            log.warning("last-used state partly ignored: %s", exc)
+            self.files.notes.append(f"The last-used state could not be fully restored ({exc}).")
+
+    def _save_settings(self) -> None:
+        if self.persist:
+            try:
+                self.files.save_settings(self.settings)
+            except OSError as exc:
+                self.error("Settings", exc, prefix="Could not save the settings: ")
 
     # --- tools ------------------------------------------------------------------------------------------------
     def open_settings(self) -> SettingsDialog:
@@ -585,11 +623,10 @@ class StudioApp(ResultActions, PresetActions):
             self.settings.device,
             self.settings.fp16,
         )
-        if new.output_device != self.settings.output_device and self.player is not None:
-            self.player.stop()
-            self.player = None
+        if new.output_device != self.settings.output_device:
+            self.results.reset_player()
         self.settings = new
-        self.stream_var.set(new.streaming)
+        self.results.stream.set(new.streaming)
         self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
         self._save_settings()
         if reload and self.job is None:
@@ -610,13 +647,13 @@ class StudioApp(ResultActions, PresetActions):
             countdown=self.settings.countdown,
         )
 
-    def _voice_recorded(self, voice) -> None:
+    def _voice_recorded(self, voice: Voice) -> None:
         self.voice_panel.refresh()
         self.voice_panel.use_voice(voice)
         self.status.set(f"Voice '{voice.name}' saved and selected.")
         self.prepare_voice(voice)
 
-    def prepare_voice(self, voice) -> Job | None:
+    def prepare_voice(self, voice: Voice) -> Job | None:
         """Compute (and let the engine cache) a new library voice's conditioning now, not at the first Generate.
 
         Never two jobs on the engine at once: while a synthesis (or a load) runs, the voice is queued and prepared
@@ -686,8 +723,7 @@ class StudioApp(ResultActions, PresetActions):
         self.save_state()
         if self.job is not None:
             self.job.cancel.set()
-        if self.player is not None:
-            self.player.stop()
+        self.results.reset_player()
         self.worker.close()
         for pending in self.root.tk.splitlist(self.root.tk.call("after", "info")):
             self.root.after_cancel(pending)  # nothing of this window may fire after it is gone
@@ -798,7 +834,7 @@ def selftest(engine: EngineProtocol, dirs: AppDirs | None = None) -> int:
             persist=False,
         )
         root.update()
-        ok = root.winfo_ismapped() and app.generate_button.winfo_exists() and app.waveform.winfo_ismapped()
+        ok = root.winfo_ismapped() and app.generate_button.winfo_exists() and app.results.waveform.winfo_ismapped()
         errors = [o.get("message") for kind, o in shown if kind == "error"]
         if errors:
             log.error("selftest: errors shown: %s", errors)

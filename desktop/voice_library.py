@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from desktop.errors import UserError
-from desktop.presets import PresetError, read_json, write_json
+from desktop.jsonstore import JsonFileError, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class VoiceLibrary:
                         source=str(data.get("source", "")),
                     )
                 )
-            except (PresetError, KeyError, TypeError, ValueError) as exc:
+            except (JsonFileError, KeyError, TypeError, ValueError) as exc:
                 log.warning("skipping voice %s: %s", meta.parent, exc)
         return sorted(voices, key=lambda v: (v.name.lower(), v.created))
 

@@ -32,8 +32,9 @@ from core.api import (
 )
 from desktop.dialogs import describe_error
 from desktop.dirs import HOME_ENV, AppDirs, app_dirs
-from desktop.presets import AppSettings, Preset, PresetError, PresetStore, StateFiles, atomic_write_text, read_json
+from desktop.jsonstore import JsonFileError, atomic_write_text, read_json
 from desktop.recorder import finish_take, take_warnings, trim_silence
+from desktop.settings import AppSettings, Preset, PresetError, PresetStore, StateFiles
 from desktop.standin import StandInEngine
 from desktop.voice_library import VoiceError, VoiceLibrary, check_clip
 from desktop.worker import Worker
@@ -191,8 +192,10 @@ def test_preset_store_round_trip_and_invalid_files(tmp_path):
     assert store.names() == ["Calm narrator"]
     with pytest.raises(PresetError, match=r"junk.json is not valid JSON \(line 1"):
         store.load_file(tmp_path / "presets" / "junk.json")
-    with pytest.raises(PresetError, match="does not exist"):
+    with pytest.raises(JsonFileError, match="does not exist"):
         read_json(tmp_path / "nothing.json")
+    with pytest.raises(PresetError, match="does not exist"):
+        store.load("Nobody")
     bad = {**preset.to_json(), "settings": {"num_beams": 0}}
     (tmp_path / "b.json").write_text(json.dumps(bad))
     with pytest.raises(PresetError, match="num_beams"):

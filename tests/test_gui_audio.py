@@ -89,45 +89,45 @@ def test_play_result_moves_cursor_and_sounds(studio):
     mic = Recorder()
     mic.start()
     try:
-        app.play_button.invoke()
-        assert app.play_button.cget("text").endswith("Pause")
-        wait_until(root, lambda: app.player.position > 0.5, timeout=5)
-        assert app.waveform.cursor_x() > 0
-        shown, total = app.position.get().removesuffix(" s").split(" / ")
-        assert float(shown) > 0 and float(total) == round(app.current.result.duration, 1)
-        app.play_button.invoke()  # pause
-        paused_at = app.player.position
+        app.results.play_button.invoke()
+        assert app.results.play_button.cget("text").endswith("Pause")
+        wait_until(root, lambda: app.results.player.position > 0.5, timeout=5)
+        assert app.results.waveform.cursor_x() > 0
+        shown, total = app.results.position.get().removesuffix(" s").split(" / ")
+        assert float(shown) > 0 and float(total) == round(app.results.current.result.duration, 1)
+        app.results.play_button.invoke()  # pause
+        paused_at = app.results.player.position
         pump(root, 0.3)
-        assert not app.player.playing and app.player.position == paused_at
-        app.play_button.invoke()  # resume
-        wait_until(root, lambda: not app.player.playing, timeout=10)
+        assert not app.results.player.playing and app.results.player.position == paused_at
+        app.results.play_button.invoke()  # resume
+        wait_until(root, lambda: not app.results.player.playing, timeout=10)
     finally:
         audio, rate = mic.stop()
-    assert app.player.position == pytest.approx(app.current.result.duration, abs=0.05)
+    assert app.results.player.position == pytest.approx(app.results.current.result.duration, abs=0.05)
     assert float(np.sqrt(np.mean(audio**2))) > 0.02  # the result really came out of the speaker
-    app.stop_playback()
-    assert app.player.position == 0 and app.waveform.cursor_x() == 0
+    app.results.stop()
+    assert app.results.player.position == 0 and app.results.waveform.cursor_x() == 0
 
 
 def test_streaming_playback_starts_before_synthesis_ends(display, audio_server, tmp_path):
     studio = make_studio(tmp_path / "home", engine=StandInEngine(step_seconds=0.15))
     app, root = studio.app, studio.root
     try:
-        app.stream_var.set(True)
+        app.results.stream.set(True)
         app.text_panel.set_text("First part. Second part. Third part.")
         app.voice_panel.set_clip(studio.voice)
         app.generate()
-        wait_until(root, lambda: app.player is not None and app.player.playing, timeout=10)
+        wait_until(root, lambda: app.results.player is not None and app.results.player.playing, timeout=10)
         assert app.job is not None  # still synthesising segment 2/3
         wait_until(root, lambda: app.job is None, timeout=10)
-        result = app.history[0].result
+        result = app.results.history[0].result
         assert result.segments == ["First part.", "Second part.", "Third part."]
         gap = int(0.2 * 22050)
         seg_len = (len(result.audio) - 2 * gap) // 3
         assert len(result.audio) == 3 * seg_len + 2 * gap
         assert not result.audio[seg_len : seg_len + gap].any()
-        assert app.player.duration == pytest.approx(result.duration, abs=0.01)
-        app.stop_playback()
+        assert app.results.player.duration == pytest.approx(result.duration, abs=0.01)
+        app.results.stop()
     finally:
         close_studio(studio)
 
@@ -163,7 +163,7 @@ def test_no_microphone_gives_a_clear_message(studio, no_audio_devices):
     studio.app.text_panel.set_text("The app still works.")
     studio.app.voice_panel.set_clip(studio.voice)
     studio.generate_and_wait()
-    assert len(studio.app.history) == 1 and studio.dialogs.messages() == []
+    assert len(studio.app.results.history) == 1 and studio.dialogs.messages() == []
 
 
 def test_no_speaker_gives_a_clear_message(studio, no_audio_devices):
@@ -171,7 +171,7 @@ def test_no_speaker_gives_a_clear_message(studio, no_audio_devices):
     app.text_panel.set_text("Nobody hears this.")
     app.voice_panel.set_clip(studio.voice)
     studio.generate_and_wait()
-    app.play_button.invoke()
+    app.results.play_button.invoke()
     (message,) = studio.dialogs.messages()
     assert message.startswith("No speaker or headphones found.")
     studio.dialogs.clear()
@@ -181,4 +181,4 @@ def test_no_speaker_gives_a_clear_message(studio, no_audio_devices):
     assert dlg.audio_note.startswith("No audio devices: Could not list the audio devices")
     dlg.destroy()
     studio.dialogs.clear()
-    assert app.quick_save().is_file() and studio.dialogs.messages() == []
+    assert app.results.quick_save().is_file() and studio.dialogs.messages() == []

@@ -35,13 +35,13 @@ def test_gui_and_cli_write_bit_identical_wavs(display, audio_server, tmp_path: P
         app.text_panel.set_text(TEXT)
         app.voice_panel.set_clip(str(voice))
         app.advanced.set_settings(SETTINGS.to_dict())
-        app.stream_var.set(False)
+        app.results.stream.set(False)
         assert app.advanced.get_settings() == SETTINGS  # the panel holds exactly the settings the CLI gets
         job = app.generate()
         assert job is not None, studio.dialogs.messages("error")
         wait_until(studio.root, lambda: app.job is None, timeout=180)
-        assert studio.dialogs.messages("error") == [] and app.current is not None
-        assert app.save_wav(gui_wav) == gui_wav
+        assert studio.dialogs.messages("error") == [] and app.results.current is not None
+        assert app.results.save_wav(gui_wav) == gui_wav
     finally:
         close_studio(studio)
 

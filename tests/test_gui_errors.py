@@ -8,7 +8,7 @@ import json
 import soundfile
 from gui_helpers import close_studio, make_studio, wait_until
 
-import desktop.studio_results
+import desktop.widgets.results
 from core.api import EngineError
 
 
@@ -20,11 +20,11 @@ def ready_to_generate(studio, text: str = "Still working.") -> None:
 def assert_still_works(studio) -> None:
     """After an error the same window still generates a result."""
     app = studio.app
-    before = len(app.history)
+    before = len(app.results.history)
     ready_to_generate(studio)
     studio.dialogs.clear()
     studio.generate_and_wait()
-    assert len(app.history) == before + 1 and studio.dialogs.messages() == []
+    assert len(app.results.history) == before + 1 and studio.dialogs.messages() == []
 
 
 def test_no_voice_chosen(studio):
@@ -92,7 +92,7 @@ def test_engine_error_during_synthesis_is_a_message(studio):
     assert message == "Not enough GPU memory for this text; try shorter text or the CPU."
     kind, opts = studio.dialogs.calls[-1]
     assert "Traceback" in opts["details"]  # the details expander holds the technical part
-    assert studio.app.stage.get() == "Failed" and studio.app.history == []
+    assert studio.app.stage.get() == "Failed" and studio.app.results.history == []
     del studio.app.engine.synthesize
     assert_still_works(studio)
 
@@ -111,7 +111,7 @@ def test_invalid_preset_files(studio):
     garbage = studio.home / "garbage.json"
     garbage.write_text("{ not json", encoding="utf-8")
     dialogs.answer("open_file", str(garbage))
-    assert app.import_preset() is False
+    assert app.preset_bar.import_file() is False
     (message,) = dialogs.messages()
     assert message.startswith("Could not import garbage.json: garbage.json is not valid JSON (line 1")
 
@@ -119,7 +119,7 @@ def test_invalid_preset_files(studio):
     other = studio.home / "other.json"
     other.write_text(json.dumps({"hello": 1}), encoding="utf-8")
     dialogs.answer("open_file", str(other))
-    assert app.import_preset() is False
+    assert app.preset_bar.import_file() is False
     assert "is not an IndexTTS2 Desktop preset" in dialogs.messages()[0]
 
     dialogs.clear()
@@ -128,15 +128,15 @@ def test_invalid_preset_files(studio):
         json.dumps({"format": "indextts2-desktop-preset", "name": "x", "settings": {"top_p": 7}}), encoding="utf-8"
     )
     dialogs.answer("open_file", str(bad_values))
-    assert app.import_preset() is False
+    assert app.preset_bar.import_file() is False
     assert "invalid generation settings" in dialogs.messages()[0] and "top_p" in dialogs.messages()[0]
 
     dialogs.clear()
     broken = studio.home / "config" / "presets" / "broken.json"
     broken.write_text("[1, 2", encoding="utf-8")
-    app.refresh_presets()
-    assert app.preset_box.cget("values") == ""  # unreadable presets are not offered
-    assert app.load_preset("broken") is False
+    app.preset_bar.refresh()
+    assert app.preset_bar.box.cget("values") == ""  # unreadable presets are not offered
+    assert app.preset_bar.load("broken") is False
     assert dialogs.messages()[0].startswith("Could not load the preset 'broken': broken.json is not valid JSON")
     assert_still_works(studio)
 
@@ -185,14 +185,14 @@ def test_unwritable_output_folder(studio):
     blocker = studio.home / "not-a-folder"
     blocker.write_text("I am a file")
     app.settings.output_dir = str(blocker / "out")
-    assert app.quick_save() is None
+    assert app.results.quick_save() is None
     (message,) = dialogs.messages()
     assert message.startswith("Could not save ") and "not-a-folder" in message
     app.settings.output_dir = str(studio.home / "good")
     dialogs.clear()
-    saved = app.quick_save()
+    saved = app.results.quick_save()
     assert saved is not None and saved.is_file() and dialogs.messages() == []
-    again = app.quick_save()  # never overwrites: a numbered name
+    again = app.results.quick_save()  # never overwrites: a numbered name
     assert again != saved and again.is_file() and again.name.endswith("~2.wav")
 
 
@@ -206,18 +206,18 @@ def test_disk_full_while_saving(studio, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
 
     original = soundfile.write
-    monkeypatch.setattr(desktop.studio_results.sf, "write", full)
-    assert app.save_wav(target) is None
+    monkeypatch.setattr(desktop.widgets.results.sf, "write", full)
+    assert app.results.save_wav(target) is None
     (message,) = dialogs.messages()
     assert message == f"Could not save x.wav. The disk is full ({target}). Free some space or choose another folder."
     assert list(target.parent.iterdir()) == []  # the temp file was removed
-    monkeypatch.setattr(desktop.studio_results.sf, "write", original)
+    monkeypatch.setattr(desktop.widgets.results.sf, "write", original)
     dialogs.clear()
-    assert app.save_wav(target) == target and target.is_file()
+    assert app.results.save_wav(target) == target and target.is_file()
 
 
 def test_save_before_any_result(studio):
-    assert studio.app.save_wav_dialog() is None
+    assert studio.app.results.save_wav_dialog() is None
     assert studio.dialogs.messages() == ["There is no result to save yet. Generate something first."]
 
 
@@ -269,11 +269,11 @@ def test_no_speech_in_streaming_mode_is_the_engines_error_not_a_history_entry(di
         app = studio.app
         ready_to_generate(studio, "Hmm.")
         for stream in (True, False):
-            app.stream_var.set(stream)
+            app.results.stream.set(stream)
             studio.dialogs.clear()
             studio.generate_and_wait()
             assert studio.dialogs.messages() == [NO_SPEECH], f"stream={stream}"
-            assert app.history == [] and len(app.history_panel.tree.get_children()) == 0
+            assert app.results.history == [] and len(app.results.history_panel.tree.get_children()) == 0
             assert app.stage.get() == "Failed" and app.status.get() == "Generation failed."
         studio.dialogs.clear()
     finally:
@@ -291,11 +291,11 @@ def test_setting_beyond_the_models_limit_names_the_field_and_starts_nothing(stud
     assert message == (
         "Advanced settings: Max speech tokens must be a whole number from 1 to 1815 (the loaded model's limit)."
     )
-    assert app.job is None and app.engine.calls == [] and app.history == []
+    assert app.job is None and app.engine.calls == [] and app.results.history == []
     app.advanced.vars["max_mel_tokens"].set("1815")  # the limit itself is fine
     studio.dialogs.clear()
     studio.generate_and_wait()
-    assert studio.dialogs.messages() == [] and len(app.history) == 1
+    assert studio.dialogs.messages() == [] and len(app.results.history) == 1
     assert app.engine.calls[-1]["settings"]["max_mel_tokens"] == 1815
 
 

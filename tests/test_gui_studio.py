@@ -58,13 +58,13 @@ def test_generate_save_full_flow(studio):
     assert call["settings"]["seed"] is not None  # a random seed is chosen and recorded
     assert app.progress.get() == 100 and app.stage.get() == "Done"
     assert app.status.get().startswith("Generated ")
-    assert len(app.history) == 1 and len(app.history_panel.tree.get_children()) == 1
-    assert len(app.waveform.find_withtag("wave")) > 100
+    assert len(app.results.history) == 1 and len(app.results.history_panel.tree.get_children()) == 1
+    assert len(app.results.waveform.find_withtag("wave")) > 100
     assert dialogs.messages() == []
 
     target = studio.home / "out" / "take.wav"
     dialogs.answer("save_file", str(target))
-    assert app.save_wav_dialog() == target
+    assert app.results.save_wav_dialog() == target
     kind, opts = dialogs.calls[-1]
     assert (
         kind == "save_file"
@@ -73,7 +73,7 @@ def test_generate_save_full_flow(studio):
     )
     audio, rate = sf.read(str(target), dtype="int16")
     assert rate == 22050
-    assert np.array_equal(audio, app.history[0].result.audio)
+    assert np.array_equal(audio, app.results.history[0].result.audio)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
@@ -120,11 +120,11 @@ def test_cancel_mid_run_then_generate_again(display, audio_server, tmp_path):
         took = wait_until(root, lambda: app.job is None)
         assert took < 1.0
         assert app.stage.get() == "Cancelled" and app.status.get() == "Generation cancelled."
-        assert app.history == [] and studio.dialogs.messages() == []
+        assert app.results.history == [] and studio.dialogs.messages() == []
         assert str(app.generate_button.cget("state")) == "normal"
         app.engine.step_seconds = 0.01
         studio.generate_and_wait()
-        assert len(app.history) == 1
+        assert len(app.results.history) == 1
     finally:
         close_studio(studio)
 
@@ -156,20 +156,20 @@ def test_preset_save_and_load_restores_widgets(studio):
     app.advanced.vars["temperature"].set("0.6")
     app.advanced.vars["seed"].set("77")
     dialogs.answer("string", "My Preset")
-    path = app.save_preset_dialog()
+    path = app.preset_bar.save_dialog()
     assert path == studio.home / "config" / "presets" / "my-preset.json"
     data = json.loads(path.read_text())
     assert data["name"] == "My Preset" and data["voice"] == str(studio.voice)
     assert data["emotion"]["mode"] == "vector" and data["emotion"]["sliders"][1] == 0.7
     assert data["settings"]["temperature"] == 0.6 and data["settings"]["seed"] == 77
-    assert app.preset_box.cget("values") == ("My Preset",)
+    assert app.preset_bar.box.cget("values") == ("My Preset",)
 
     app.emotion_panel.mode.set("speaker")
     app.emotion_panel.reset_sliders()
     app.advanced.reset()
     app.voice_panel.voice_path.set("")
-    app.preset_box.set("My Preset")
-    assert app.load_preset(app.preset_name.get())
+    app.preset_bar.box.set("My Preset")
+    assert app.preset_bar.load(app.preset_bar.name.get())
     assert app.emotion_panel.mode.get() == "vector" and app.emotion_panel.sliders[1].get() == 0.7
     assert app.emotion_panel.alpha.get() == 0.4
     assert app.advanced.get_settings().temperature == 0.6 and app.advanced.get_settings().seed == 77
@@ -177,8 +177,8 @@ def test_preset_save_and_load_restores_widgets(studio):
     assert dialogs.messages("error", "warning") == []
 
     dialogs.answer("yesno", True)
-    app.delete_preset()
-    assert not path.exists() and app.preset_box.cget("values") == ""
+    app.preset_bar.delete()
+    assert not path.exists() and app.preset_bar.box.cget("values") == ""
 
 
 def test_history_regenerate_is_exact_and_saves_as_preset(studio):
@@ -188,22 +188,22 @@ def test_history_regenerate_is_exact_and_saves_as_preset(studio):
     app.emotion_panel.mode.set("vector")
     app.emotion_panel.sliders[0].set(0.5)
     studio.generate_and_wait()
-    first = app.history[0]
+    first = app.results.history[0]
     app.text_panel.set_text("Something else.")
     app.emotion_panel.mode.set("speaker")
     app.advanced.vars["seed"].set("")
-    app.history_panel.tree.selection_set("0")
+    app.results.history_panel.tree.selection_set("0")
     root.update()
-    app.regenerate(0)
+    app.regenerate(app.results.history[0])
     wait_until(root, lambda: app.job is None)
-    second = app.history[1]
+    second = app.results.history[1]
     assert app.text_panel.get_text() == "Same words again." and app.emotion_panel.mode.get() == "vector"
     assert second.request.settings.seed == first.request.settings.seed
     assert np.array_equal(second.result.audio, first.result.audio)
     assert app.engine.calls[-1] == app.engine.calls[-2]
 
     dialogs.answer("string", "from history")
-    path = app.history_to_preset(0)
+    path = app.history_to_preset(app.results.history[0])
     data = json.loads(path.read_text())
     assert data["settings"]["seed"] == first.request.settings.seed and data["emotion"]["sliders"][0] == 0.5
 
@@ -286,7 +286,7 @@ def test_settings_dialog_writes_settings(studio):
     dlg.apply()
     saved = json.loads((studio.home / "config" / "settings.json").read_text())
     assert saved["output_dir"] == str(out) and saved["countdown"] == 1 and saved["streaming"] is True
-    assert app.stream_var.get() is True and app.output_dir() == out
+    assert app.results.stream.get() is True and app.output_dir() == out
 
 
 def test_view_log_window_shows_the_log(studio):
@@ -331,7 +331,7 @@ def test_model_folder_missing_shows_first_run_screen(display, audio_server, tmp_
         app.text_panel.set_text("Works now.")
         app.voice_panel.set_clip(studio.voice)
         studio.generate_and_wait()
-        assert len(app.history) == 1
+        assert len(app.results.history) == 1
     finally:
         close_studio(studio)
 
@@ -450,18 +450,18 @@ def test_streaming_and_plain_give_the_same_entry_and_show_the_engines_warnings(d
         app.advanced.vars["seed"].set("11")
         entries = []
         for stream in (True, False):
-            app.stream_var.set(stream)
+            app.results.stream.set(stream)
             studio.generate_and_wait()
             assert studio.dialogs.messages() == []
             assert app.status.get().startswith("Generated ") and app.status.get().endswith(warning), stream
-            entries.append(app.history[-1])
+            entries.append(app.results.history[-1])
         streamed, plain = entries
         assert streamed.request.stream and not plain.request.stream
         assert streamed.result.warnings == plain.result.warnings == [warning]
         assert streamed.result.duration == plain.result.duration > 0
         assert np.array_equal(streamed.result.audio, plain.result.audio)
         assert streamed.result.segments == plain.result.segments == ["One two.", "Three four."]
-        rows = [app.history_panel.tree.item(i, "values") for i in app.history_panel.tree.get_children()]
+        rows = [app.results.history_panel.tree.item(i, "values") for i in app.results.history_panel.tree.get_children()]
         assert len(rows) == 2
     finally:
         close_studio(studio)
@@ -506,7 +506,7 @@ def test_voice_prepared_during_a_synthesis_waits_for_it(display, audio_server, t
         kinds = [kind for kind, _ in events]
         assert kinds == ["synthesis-start", "synthesis-end", "prepare"]
         assert app.status.get() == "Voice 'Dana' is ready." and app.pending_voices == []
-        assert studio.dialogs.messages() == [] and len(app.history) == 1
+        assert studio.dialogs.messages() == [] and len(app.results.history) == 1
     finally:
         close_studio(studio)
 
@@ -518,7 +518,7 @@ def test_device_option_reaches_the_engine_and_the_status_bar_says_what_it_uses(d
     import main as main_mod
     from core.device import FP16_ON_CUDA, DeviceChoice
     from desktop import app as app_mod
-    from desktop.presets import AppSettings
+    from desktop.settings import AppSettings
 
     seen: dict = {}
     monkeypatch.setattr(app_mod, "run", lambda **kw: seen.update(kw) or 0)

@@ -152,7 +152,7 @@ def take_screenshots(out: Path) -> None:
         app.advanced.set_settings({"seed": 1234})
         app.generate()
         wait(root, lambda: app.job is None)
-        app.waveform.set_cursor(app.current.result.duration * 0.35)
+        app.results.waveform.set_cursor(app.results.current.result.duration * 0.35)
         root.update()
         time.sleep(0.3)
         grab(root, out / "main-window.png")

@@ -9,7 +9,7 @@ from tkinter import ttk
 
 from core.device import DEVICES
 from desktop.audio import AudioUnavailable, list_devices
-from desktop.presets import AppSettings
+from desktop.settings import AppSettings
 
 DEFAULT = "System default"
 
