@@ -130,9 +130,11 @@ def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, floa
 
 
 class StageClock:
-    """Wraps engine methods to add up the seconds spent in each stage."""
+    """Wraps engine methods to add up the seconds spent in each stage. ``sync`` (e.g. ``torch.cuda.synchronize``)
+    runs before each reading, so an asynchronous device's work is counted in the stage that queued it."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync or (lambda: None)
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
@@ -140,20 +142,22 @@ class StageClock:
         inner = getattr(obj, method)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            self.sync()
             t = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
             finally:
+                self.sync()
                 self.seconds[stage] += time.perf_counter() - t
                 self.calls[stage] += 1
 
         setattr(obj, method, timed)
 
 
-def instrument(eng: Engine) -> StageClock:
+def instrument(eng: Engine, sync: Callable[[], None] | None = None) -> StageClock:
     import core.gpt.generate as decode
 
-    clock = StageClock()
+    clock = StageClock(sync)
     p = eng.pipeline
     clock.wrap(p.semantic, "embed", "w2v-BERT (speaker + emotion)")
     clock.wrap(p.codec, "quantize", "semantic codec (quantize)")

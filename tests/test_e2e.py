@@ -6,53 +6,21 @@ noise is the saved one (iii). Every case listed in ``e2e/cases.json`` runs; noth
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from reference import ref
+from reference import e2e_cases, e2e_model_paths, e2e_request, ref
 from safetensors.torch import load_file
 
-from core.api import Emotion, GenerationSettings, SynthesisRequest
 from core.engine import Engine
-from core.models import ModelPaths
 
-CASES = json.loads(ref("e2e", "cases.json").read_text(encoding="utf-8"))
-
-
-def _ckpt(name: str):
-    return (ref("e2e") / CASES["checkpoints"][name]["path"]).resolve()
+CASES = e2e_cases()
 
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    paths = ModelPaths(
-        config=ref("e2e", "config.yaml"),
-        gpt=_ckpt("gpt.pth"),
-        s2mel=_ckpt("s2mel.pth"),
-        bpe=ref("data", "bpe.model"),
-        w2v_stats=ref("w2vbert", "wav2vec2bert_stats.pt"),
-        feat1=ref("e2e", "feat1.pt"),
-        feat2=ref("e2e", "feat2.pt"),
-        w2v_bert=None,
-        semantic_codec=_ckpt("semantic_codec"),
-        campplus=_ckpt("campplus"),
-        bigvgan=_ckpt("bigvgan_generator.pt").parent,
-    )
     e = Engine(cache_dir=None)
-    e.load(paths=paths, device="cpu")
+    e.load(paths=e2e_model_paths(), device="cpu")
     return e
-
-
-def _emotion(inputs: dict) -> Emotion:
-    if inputs.get("use_emo_text"):
-        raise AssertionError("emotion-from-text e2e cases need the Qwen model; not part of this layout")
-    if inputs.get("emo_vector") is not None:
-        return Emotion("vector", vector=tuple(inputs["emo_vector"]), alpha=inputs["emo_alpha"],
-                       random=bool(inputs.get("use_random")))
-    if inputs.get("emotion_clip"):
-        return Emotion("audio", audio=ref("data", "examples", inputs["emotion_clip"]), alpha=inputs["emo_alpha"])
-    return Emotion("speaker", alpha=inputs["emo_alpha"])
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, atol: float, name: str, rtol: float = 1e-4) -> None:
@@ -71,13 +39,7 @@ def test_e2e_case(engine: Engine, case: dict) -> None:
     inputs = case["inputs"]
     spk = g["spk_cond_emb_x8"].float() / 8
     emo = g["emo_cond_emb_x8"].float() / 8
-    settings = GenerationSettings(
-        do_sample=False, num_beams=1, max_mel_tokens=inputs["max_mel_tokens"],
-        max_text_tokens_per_segment=inputs["max_text_tokens_per_segment"],
-        interval_silence_ms=inputs["interval_silence_ms"],
-    )
-    clip = ref("data", "examples", inputs["speaker_clip"])
-    request = SynthesisRequest(inputs["text"], clip, _emotion(inputs), settings)
+    request = e2e_request(case)
     result, voice, traces, emovec = engine.synthesize_traced(
         request, spk_cond_emb=spk, emo_cond_emb=emo, noise=lambda i, frames: g[f"seg{i}.cfm_noise"],
     )
