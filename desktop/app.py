@@ -491,8 +491,8 @@ class StudioApp:
 
     def _job_done(self, request: Request, result: SynthesisResult) -> None:
         self.job = None
-        self.refresh_state()
         self.results.add(HistoryEntry(request=request, result=result))
+        self.refresh_state()  # after the result is in: "Play" needs one
         took = time.monotonic() - self.job_started
         self.progress.set(100)
         self.stage.set("Done")
