@@ -6,6 +6,7 @@
     python main.py synth --text ... --voice ref.wav --out out.wav [emotion and generation options]
     python main.py models check|download [--dir DIR] [--source hf|modelscope]
     python main.py device               say which device inference would use, after a real test operation
+    python main.py project import|render|export ...   multi-line projects (scripts, books, subtitles)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _guard_streams() -> None:
         sys.stderr = io.StringIO()
 
 
-COMMANDS = ("synth", "models", "device")
+COMMANDS = ("synth", "models", "device", "project")
 
 
 def _window_check(engine: Any) -> int:

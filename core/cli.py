@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("device", help="run a real test operation on the device inference would use")
     d.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or mps")
+
+    from .project.cli import add_parser as add_project_parser
+
+    add_project_parser(sub)
     return parser
 
 
@@ -240,6 +244,10 @@ def run(argv: list[str]) -> int:
             return _synth(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "project":
+            from .project.cli import run as run_project
+
+            return run_project(args)
         if args.command == "device":
             from .device import device_report
 

@@ -1,0 +1,291 @@
+"""The render queue: every line without a current take, in order, one ``Engine.synthesize`` call at a time.
+
+A take is written to ``takes/<line-id>-<n>.wav`` through a temp file, fsync and rename, and only then recorded
+in ``project.json`` (saved durably too), so at any moment of a crash the project names only complete takes:
+rendering again resumes at the first line without one. The queue runs in the caller's thread (a GUI calls it
+from its worker); ``cancel`` stops it within one engine step, ``on_progress`` and ``on_line`` report as it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from ..api import Cancelled, Emotion, EngineError, EngineProtocol, Progress, SynthesisRequest
+from ..cli import write_wav_atomic
+from .model import Line, Project, Take
+from .store import TAKES_DIR
+
+log = logging.getLogger(__name__)
+
+MAX_PASSES = 3  # lines edited while the queue runs are picked up by another pass
+
+
+class TakeWriteError(EngineError):
+    """A take or project.json could not be written (disk full, folder gone): the queue stops."""
+
+
+@dataclass
+class RenderProgress:
+    """Where the queue is: ``done`` of ``total`` lines to render, the current line and its own progress."""
+
+    done: int
+    total: int
+    line_id: str | None
+    index: int  # of the line in the project, -1 when none
+    line_fraction: float
+    stage: str
+    elapsed: float
+    eta: float | None  # seconds left (None until a line is done)
+    rtf: float | None  # engine seconds per second of audio so far
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, (self.done + self.line_fraction) / self.total) if self.total else 1.0
+
+
+LineOutcome = Literal["rendered", "failed"]
+
+
+@dataclass
+class LineResult:
+    line_id: str
+    index: int
+    outcome: LineOutcome
+    take: Take | None = None
+    error: str | None = None
+    engine_seconds: float = 0.0
+    seconds: float = 0.0  # the whole step: key, synthesis, write, save
+    overrun: float = 0.0
+
+
+@dataclass
+class RenderReport:
+    rendered: int = 0
+    current: int = 0  # lines that already had a current take
+    locked: int = 0
+    failed: list[LineResult] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+
+def model_fingerprint(engine: EngineProtocol) -> str:
+    """Identifies the loaded models (a take made with other models is not current)."""
+    try:
+        pipeline = getattr(engine, "pipeline", None)
+    except EngineError:
+        pipeline = None
+    fingerprint = getattr(pipeline, "fingerprint", None)
+    return str(fingerprint) if fingerprint else type(engine).__name__
+
+
+def needs_render(project: Project, line: Line, model: str) -> bool:
+    """True when the line is not locked and has no current, existing take."""
+    if project.status(line, model) == "locked":
+        return False
+    take = line.active_take
+    if take is None or project.status(line, model) != "current":
+        return True
+    return not (project.folder / take.file).is_file()
+
+
+def plan(project: Project, model: str, only: Iterable[str] | None = None) -> tuple[list[str], int, int]:
+    """``(ids to render in order, lines current, lines locked)``; ``only`` limits it to those line ids."""
+    wanted = set(only) if only is not None else None
+    todo, current, locked = [], 0, 0
+    with project.lock:
+        for line in project.lines:
+            if wanted is not None and line.id not in wanted:
+                continue
+            if line.locked:
+                locked += 1
+            elif needs_render(project, line, model):
+                todo.append(line.id)
+            else:
+                current += 1
+    return todo, current, locked
+
+
+class _Queue:
+    def __init__(self, project: Project, engine: EngineProtocol, cancel: threading.Event | None,
+                 on_progress: Callable[[RenderProgress], None] | None,
+                 on_line: Callable[[LineResult], None] | None) -> None:
+        self.project, self.engine, self.cancel = project, engine, cancel
+        self.on_progress, self.on_line = on_progress, on_line
+        self.model = model_fingerprint(engine)
+        self.report = RenderReport()
+        self.t0 = time.perf_counter()
+        self.total = 0
+        self.tried: set[str] = set()
+
+    def progress(self, line_id: str | None, index: int, within: float, stage: str) -> None:
+        if self.on_progress is None:
+            return
+        r = self.report
+        done = r.rendered + len(r.failed)
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.total - done) if done else None
+        rtf = r.engine_seconds / r.audio_seconds if r.audio_seconds else None
+        self.on_progress(RenderProgress(done, self.total, line_id, index, within, stage, elapsed, eta, rtf))
+
+    def run(self, only: Iterable[str] | None) -> RenderReport:
+        only = list(only) if only is not None else None
+        todo, self.report.current, self.report.locked = plan(self.project, self.model, only)
+        self.total = len(todo)
+        for _ in range(MAX_PASSES):
+            for line_id in todo:
+                if self.cancel is not None and self.cancel.is_set():
+                    self.report.cancelled = True
+                    break
+                self.tried.add(line_id)
+                if not self.step(line_id):
+                    break
+            if self.report.cancelled:
+                break
+            todo = [i for i in plan(self.project, self.model, only)[0] if i not in self.tried]
+            if not todo:
+                break
+            self.total += len(todo)
+        self.report.seconds = time.perf_counter() - self.t0
+        self.progress(None, -1, 0.0, "Cancelled" if self.report.cancelled else "Done")
+        return self.report
+
+    def step(self, line_id: str) -> bool:
+        """Render one line; False when the queue must stop (cancelled)."""
+        p = self.project
+        t = time.perf_counter()
+        with p.lock:
+            try:
+                index = p.index_of(line_id)
+            except EngineError:
+                return True  # removed meanwhile
+            line = p.lines[index]
+            if not needs_render(p, line, self.model):
+                return True
+            try:
+                key = p.take_key(line, self.model)
+                request = SynthesisRequest(line.text, p.voice_clip(line), _emotion(p, line), p.effective_settings(line))
+            except EngineError as exc:
+                self.fail(line_id, index, str(exc), t)
+                return True
+        self.progress(line_id, index, 0.0, "Starting")
+
+        def on_progress(pr: Progress) -> None:
+            self.progress(line_id, index, pr.fraction, pr.stage)
+
+        t_engine = time.perf_counter()
+        try:
+            result = self.engine.synthesize(request, on_progress=on_progress, cancel=self.cancel)
+        except Cancelled:
+            self.report.cancelled = True
+            return False
+        except EngineError as exc:
+            self.fail(line_id, index, str(exc), t)
+            return True
+        engine_seconds = time.perf_counter() - t_engine
+        take = self.record(line_id, key, request.settings.seed or 0, result.audio, result.sample_rate,
+                           engine_seconds)
+        if take is None:
+            return True
+        self.report.rendered += 1
+        self.report.engine_seconds += engine_seconds
+        self.report.audio_seconds += take.duration
+        line = p.line(line_id)
+        self.done(LineResult(line_id, p.index_of(line_id), "rendered", take, None, engine_seconds,
+                             time.perf_counter() - t, line.overrun))
+        return True
+
+    def record(self, line_id: str, key: str, seed: int, audio, sample_rate: int, engine_seconds: float) -> Take | None:
+        """Write the take file, then record it (the file is complete before project.json names it)."""
+        p = self.project
+        with p.lock:
+            line = p.line(line_id)
+            n = max((tk.n for tk in line.takes), default=0) + 1
+        rel = f"{TAKES_DIR}/{line_id}-{n}.wav"
+        path = p.folder / rel
+        try:
+            write_wav_atomic(path, audio, sample_rate, overwrite=True, durable=True)
+        except EngineError as exc:
+            raise TakeWriteError(f"Line {line_id}: {exc} Free some space or fix the folder, then render again "
+                                 f"(finished lines are kept).") from exc
+        take = Take(n, rel, key, seed, int(len(audio)), sample_rate, time.time(), engine_seconds)
+        with p.lock:
+            try:
+                line = p.line(line_id)
+            except EngineError:
+                path.unlink(missing_ok=True)
+                return None
+            before = (list(line.takes), line.active, line.error, p.model)
+            line.takes.append(take)
+            line.active, line.error, p.model = n, None, self.model
+            dropped = _prune(line, p.max_takes)
+            try:
+                p.save()
+            except EngineError as exc:
+                line.takes, line.active, line.error, p.model = before
+                raise TakeWriteError(f"Line {line_id}: {exc} Free some space, then render again.") from exc
+        for old in dropped:
+            (p.folder / old.file).unlink(missing_ok=True)
+        p.emit("status", [line_id])
+        return take
+
+    def fail(self, line_id: str, index: int, message: str, t: float) -> None:
+        p = self.project
+        log.warning("line %s failed: %s", line_id, message)
+        with p.lock:
+            p.line(line_id).error = message
+            p.save()
+        p.emit("status", [line_id])
+        result = LineResult(line_id, index, "failed", None, message, 0.0, time.perf_counter() - t)
+        self.report.failed.append(result)
+        self.done(result)
+
+    def done(self, result: LineResult) -> None:
+        if self.on_line is not None:
+            self.on_line(result)
+        self.progress(result.line_id, result.index, 0.0, "Line done")
+
+
+def _emotion(project: Project, line: Line) -> Emotion:
+    emotion = line.emotion
+    if emotion.mode == "audio" and emotion.audio is not None and not emotion.audio.is_absolute():
+        return replace(emotion, audio=project.folder / emotion.audio)
+    return emotion
+
+
+def _prune(line: Line, keep: int) -> list[Take]:
+    """Drop the oldest takes beyond ``keep`` (never the active one); the dropped takes."""
+    dropped = []
+    while len(line.takes) > max(keep, 1):
+        oldest = next(t for t in line.takes if t.n != line.active)
+        line.takes.remove(oldest)
+        dropped.append(oldest)
+    return dropped
+
+
+def render(project: Project, engine: EngineProtocol, *, only: Iterable[str] | None = None,
+           on_progress: Callable[[RenderProgress], None] | None = None,
+           on_line: Callable[[LineResult], None] | None = None,
+           cancel: threading.Event | None = None) -> RenderReport:
+    """Render every line of ``project`` (or of ``only``) that has no current take; the models must be loaded.
+
+    A line that fails (missing or unusable clip, unreadable text, no speech) is recorded with its error and the
+    queue goes on; a take that cannot be written (:class:`TakeWriteError`) stops it. Returns what was done."""
+    if project.read_only:
+        raise EngineError(f"The project {project.folder} is open read-only; it cannot be rendered here.")
+    if not engine.loaded:
+        raise EngineError("The models are not loaded yet; load them before rendering the project.")
+    return _Queue(project, engine, cancel, on_progress, on_line).run(only)
+
+
+def line_path(project: Project, line: Line) -> Path | None:
+    """The file of a line's active take (None without one)."""
+    take = line.active_take
+    return project.folder / take.file if take is not None else None

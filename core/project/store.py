@@ -1,0 +1,218 @@
+"""``project.json`` on disk: versioned, human-readable, written atomically (and durably) after every change.
+
+Before each save the previous file becomes ``project.json.bak`` (the last good copy). A ``project.json`` that
+cannot be used (invalid JSON, not a project, written by a newer version) is never overwritten: it is moved
+aside to ``project.json.unreadable-<time>`` and the last good copy is opened with a notice; without a usable
+copy, opening fails with a message naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..api import EngineError, GenerationSettings
+from ..cli import check_writable, write_atomic
+from .lock import ProjectLock
+
+if TYPE_CHECKING:
+    from .model import Project
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PROJECT_FILE = "project.json"
+BACKUP_FILE = "project.json.bak"
+TAKES_DIR = "takes"
+
+
+class ProjectFileError(EngineError):
+    """project.json cannot be used (the message says which file and why)."""
+
+
+def create(project: Project) -> Project:
+    folder = project.folder
+    if (folder / PROJECT_FILE).exists() or (folder / BACKUP_FILE).exists():
+        raise EngineError(f"{folder} already holds a project; open it, or choose an empty folder for a new one.")
+    try:
+        (folder / TAKES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"Cannot create the project folder {folder}: {exc.strerror or exc}.") from None
+    check_writable(folder)
+    _take_lock(project, read_only=False)
+    if project.read_only:
+        raise EngineError(f"The project folder {folder} is in use by another process.")
+    save(project)
+    return project
+
+
+def open_project(cls: type[Project], folder: Path, *, read_only: bool = False) -> Project:
+    if not folder.is_dir():
+        raise EngineError(f"No project folder {folder}.")
+    data, notices = _read(folder)
+    project = from_dict(cls, folder, data)
+    project.notices.extend(notices)
+    _take_lock(project, read_only)
+    if not project.read_only:
+        _clean_partials(folder)
+        if notices:
+            save(project)  # the last good copy becomes project.json again
+    return project
+
+
+def _take_lock(project: Project, read_only: bool) -> None:
+    if read_only:
+        project.read_only = True
+        return
+    lock = ProjectLock(project.folder)
+    try:
+        got = lock.acquire()
+    except OSError as exc:
+        project.read_only = True
+        project.notices.append(f"The project folder {project.folder} is not writable ({exc.strerror or exc}); "
+                               "it is open read-only.")
+        return
+    if not got:
+        project.read_only = True
+        project.notices.append(f"The project {project.folder} is already open in {lock.holder()}; it is open "
+                               "read-only here. Close it there to edit or render it.")
+        return
+    project._file_lock = lock
+
+
+def _clean_partials(folder: Path) -> None:
+    """Temp files of writes a crash interrupted (never takes: a take is recorded only once complete)."""
+    for part in [*folder.glob(".*.part"), *(folder / TAKES_DIR).glob(".*.part")]:
+        try:
+            part.unlink()
+        except OSError:
+            pass
+
+
+def _read(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    main, backup = folder / PROJECT_FILE, folder / BACKUP_FILE
+    try:
+        return _parse(main), []
+    except ProjectFileError as exc:
+        problem = exc
+    if not backup.exists():
+        raise problem
+    try:
+        data = _parse(backup)
+    except ProjectFileError as exc:
+        raise ProjectFileError(f"{problem} The last good copy cannot be used either: {exc}") from None
+    notice = f"{problem} Opened the last good copy ({BACKUP_FILE})."
+    if main.exists():
+        kept = folder / f"{PROJECT_FILE}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            os.replace(main, kept)
+            notice += f" The unreadable file is kept as {kept.name}."
+        except OSError as exc:
+            raise ProjectFileError(f"{problem} It cannot be moved aside to open the last good copy: "
+                                   f"{exc.strerror or exc}.") from None
+    log.warning(notice)
+    return data, [notice]
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ProjectFileError(f"{path} is missing.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectFileError(f"{path} cannot be read: {exc}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProjectFileError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") \
+            from None
+    if not isinstance(data, dict) or "schema_version" not in data or "lines" not in data:
+        raise ProjectFileError(f"{path} is not an IndexTTS2 project (no schema_version or lines).")
+    version = data["schema_version"]
+    if not isinstance(version, int) or version < 1:
+        raise ProjectFileError(f"{path} has an invalid schema_version {version!r}.")
+    if version > SCHEMA_VERSION:
+        raise ProjectFileError(f"{path} was written by a newer IndexTTS2 Desktop (project format {version}; this "
+                               f"version reads up to {SCHEMA_VERSION}). Update the app to open it.")
+    return data
+
+
+def from_dict(cls: type[Project], folder: Path, data: dict[str, Any]) -> Project:
+    from .model import Line
+
+    try:
+        lines = [Line.from_dict(d) for d in data["lines"]]
+        project = cls(folder, title=str(data.get("title", "")), author=str(data.get("author", "")), lines=lines,
+                      voices={str(k): str(v) for k, v in (data.get("voices") or {}).items()},
+                      settings=GenerationSettings.from_dict(data.get("settings") or {}),
+                      max_takes=int(data.get("max_takes", 5)), model=data.get("model"),
+                      next_id=int(data.get("next_id", len(lines) + 1)))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProjectFileError(f"{folder / PROJECT_FILE} has a damaged entry ({type(exc).__name__}: {exc}).") \
+            from None
+    ids = [line.id for line in project.lines]
+    if len(set(ids)) != len(ids):
+        raise ProjectFileError(f"{folder / PROJECT_FILE} has two lines with the same id.")
+    return project
+
+
+def save(project: Project) -> None:
+    """Write project.json atomically and durably; the file it replaces becomes project.json.bak."""
+    if project.read_only:
+        raise EngineError(f"The project {project.folder} is open read-only; changes cannot be saved.")
+    folder = project.folder
+    data = (json.dumps(project.to_dict(), ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    main = folder / PROJECT_FILE
+    if main.exists():
+        _backup(main, folder / BACKUP_FILE)
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    write_atomic(main, write, overwrite=True, durable=True)
+
+
+def _backup(main: Path, backup: Path) -> None:
+    """``backup`` becomes the current ``main`` (a hard link where the file system has them: no copy)."""
+    tmp = backup.with_name(f".{backup.name}.part")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(main, tmp)
+        except OSError:
+            shutil.copyfile(main, tmp)
+        os.replace(tmp, backup)
+    except OSError as exc:
+        raise EngineError(f"Cannot keep the last good copy {backup}: {exc.strerror or exc}.") from None
+
+
+def save_as(project: Project, folder: Path) -> Project:
+    """Copy the project (its json and take files) to a new, empty folder and open the copy there."""
+    from .model import Line, Project
+
+    if folder.exists() and any(folder.iterdir()):
+        raise EngineError(f"{folder} is not empty; choose an empty or new folder to save the project as.")
+    lines = [Line.from_dict(line.to_dict()) for line in project.lines]
+    voices = {name: _absolute(project.folder, ref) for name, ref in project.voices.items()}
+    copy = Project(folder, title=project.title, author=project.author, lines=lines, voices=voices,
+                   settings=project.settings, max_takes=project.max_takes, model=project.model,
+                   next_id=project.next_id)
+    for line in copy.lines:  # the takes first: the saved json must never name a file that is not there
+        for take in line.takes:
+            src, dst = project.folder / take.file, folder / take.file
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            except OSError as exc:
+                raise EngineError(f"Cannot copy {src} to {dst}: {exc.strerror or exc}.") from None
+    create(copy)
+    return copy
+
+
+def _absolute(folder: Path, ref: str) -> str:
+    path = Path(ref)
+    return str(path if path.is_absolute() else (folder / path).resolve())
