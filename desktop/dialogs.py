@@ -122,6 +122,8 @@ def tk_dialog(kind: str, *, parent: tk.Misc | None = None, **opts: Any) -> Any:
         parent.wait_window(dialog)
         return None
     if kind == "yesno":
+        if parent is None:
+            return messagebox.askyesno(title, opts.get("message", ""))
         return messagebox.askyesno(title, opts.get("message", ""), parent=parent)
     common = {
         k: v for k, v in opts.items() if k in ("title", "initialdir", "filetypes", "initialfile", "defaultextension")

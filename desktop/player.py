@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import numpy as np
 import soxr
@@ -34,14 +35,15 @@ class Player:
         self._rate = 0
         self._src_rate = 0
         self._pos = 0
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.OutputStream while playing
         self._open_ended = False  # True while a streaming synthesis may still append audio
         self.finished = threading.Event()
 
     # --- content -------------------------------------------------------------------------------------------
-    def _prepare_device(self) -> None:
+    def _prepare_device(self) -> Device:
         if self.device is None:
             self.device = pick_device("output", self.device_name)
+        return self.device
 
     def _to_device_rate(self, audio: np.ndarray, rate: int) -> np.ndarray:
         a = to_float(audio)
@@ -52,8 +54,7 @@ class Player:
     def load(self, audio: np.ndarray, sample_rate: int, open_ended: bool = False) -> None:
         """Replace the clip (stops playback). ``open_ended``: more audio will come through :meth:`append`."""
         self.stop()
-        self._prepare_device()
-        self._rate = int(self.device.samplerate)
+        self._rate = int(self._prepare_device().samplerate)
         self._src_rate = sample_rate
         with self._lock:
             self._buf = self._to_device_rate(audio, sample_rate)
@@ -91,7 +92,7 @@ class Player:
         if self.playing:
             return
         sd = sounddevice()
-        self._prepare_device()
+        device = self._prepare_device()
         if self._pos >= len(self._buf) and not self._open_ended:
             self._pos = 0
         self.finished.clear()
@@ -108,7 +109,7 @@ class Player:
 
         try:
             self._stream = sd.OutputStream(
-                device=self.device.index,
+                device=device.index,
                 samplerate=self._rate,
                 channels=1,
                 dtype="float32",
@@ -118,7 +119,7 @@ class Player:
             self._stream.start()
         except sd.PortAudioError as exc:
             self._stream = None
-            raise AudioUnavailable(f"Could not play on '{self.device.name}': {exc}.") from exc
+            raise AudioUnavailable(f"Could not play on '{device.name}': {exc}.") from exc
 
     def pause(self) -> None:
         self._close_stream()

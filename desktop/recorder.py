@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import soxr
@@ -44,7 +45,7 @@ class Recorder:
         self.device: Device | None = None
         self._blocks: list[np.ndarray] = []
         self._lock = threading.Lock()
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.InputStream while recording
         self.level = 0.0  # peak of the latest block, 0..1
         self.frames = 0
         self.status_flags: list[str] = []

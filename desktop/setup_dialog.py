@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from tkinter import ttk
-from typing import Any
+from typing import Any, Literal
 
 from core import models
 from desktop.dialogs import describe_error
@@ -107,7 +107,7 @@ class SetupDialog(tk.Toplevel):
         self.clock: Callable[[], float] = time.monotonic  # for the speed estimate (tests replace it)
 
         mirror = endpoint or os.environ.get("HF_ENDPOINT", "")
-        self.state = tk.StringVar(self, value="ready")  # ready | downloading | cancelling | cancelled | error | done
+        self.phase = tk.StringVar(self, value="ready")  # ready | downloading | cancelling | cancelled | error | done
         self.folder = tk.StringVar(self, value=str(Path(model_dir)))
         self.source = tk.StringVar(self, value="mirror" if mirror else "hf")
         self.endpoint = tk.StringVar(self, value=mirror)
@@ -226,7 +226,7 @@ class SetupDialog(tk.Toplevel):
                 f"{len(todo)} file(s) are missing or damaged in this folder. They come from the official "
                 "IndexTTS-2 release and its helper models; everything already complete is kept."
             )
-            if self.state.get() in ("ready", "done"):
+            if self.phase.get() in ("ready", "done"):
                 self.start_button.configure(text="Download")
         else:
             self.summary.set("Every model file is present in this folder.")
@@ -247,11 +247,14 @@ class SetupDialog(tk.Toplevel):
 
     def _buttons(self) -> None:
         busy = self.busy
-        state = "disabled" if busy else "normal"
+        state: Literal["normal", "disabled"] = "disabled" if busy else "normal"
         self.start_button.configure(state=state)
-        self.cancel_button.configure(state="normal" if self.state.get() == "downloading" else "disabled")
-        for w in (self.folder_entry, self.change_button, self.optional_check, *self.source_buttons.values()):
-            w.configure(state=state)
+        self.cancel_button.configure(state="normal" if self.phase.get() == "downloading" else "disabled")
+        self.folder_entry.configure(state=state)
+        self.change_button.configure(state=state)
+        self.optional_check.configure(state=state)
+        for button in self.source_buttons.values():
+            button.configure(state=state)
         self._source_changed()
 
     # --- errors ------------------------------------------------------------------------------------------------
@@ -298,7 +301,7 @@ class SetupDialog(tk.Toplevel):
         try:
             source, endpoint = self._source_args()
         except ValueError as exc:
-            self.state.set("error")
+            self.phase.set("error")
             self.show_error(str(exc))
             return None
         folder, include, manifest = self.model_dir, bool(self.optional.get()), self.manifest
@@ -315,7 +318,7 @@ class SetupDialog(tk.Toplevel):
         self.file_bytes.set("")
         self.overall_bytes.set("")
         self.speed_label.set("")
-        self.state.set("downloading")
+        self.phase.set("downloading")
 
         def work(job: Job, post: Callable[[str, Any], None]) -> list[models.FileStatus]:
             statuses = models.check(folder, verify=True, include_optional=include, manifest=manifest)
@@ -361,9 +364,9 @@ class SetupDialog(tk.Toplevel):
             self._tick_id = self.after(500, self._tick)
 
     def cancel(self) -> None:
-        if self.job is not None and self.state.get() == "downloading":
+        if self.job is not None and self.phase.get() == "downloading":
             self.job.cancel.set()
-            self.state.set("cancelling")
+            self.phase.set("cancelling")
             self.file_label.set("Cancelling\u2026")
             self._buttons()
 
@@ -382,7 +385,7 @@ class SetupDialog(tk.Toplevel):
             self.file_done.setdefault(local, 0)
             self.file_progress.set(0)
             self.file_bytes.set("")
-            if self.state.get() == "downloading":
+            if self.phase.get() == "downloading":
                 self.file_label.set(f"File {i + 1} of {n}: {local} ({what})")
             self._set_row(local, "fetching")
             for earlier in list(self.file_done):
@@ -434,7 +437,7 @@ class SetupDialog(tk.Toplevel):
             return
         bad = models.problems(statuses, include_optional=bool(self.optional.get()))
         if bad:
-            self.state.set("error")
+            self.phase.set("error")
             self.show_error(
                 f"{len(bad)} file(s) are still missing or damaged after the download. Press Retry.",
                 "\n".join(models.describe(s) for s in bad),
@@ -450,7 +453,7 @@ class SetupDialog(tk.Toplevel):
         self._finish(self.model_dir)
 
     def _finish(self, folder: Path) -> None:
-        self.state.set("done")
+        self.phase.set("done")
         self._buttons()
         log.info("model setup complete in %s", folder)
         self.on_done(folder)
@@ -464,13 +467,13 @@ class SetupDialog(tk.Toplevel):
         if self.current:
             self._set_row(self.current, "stopped")
         if isinstance(exc, models.DownloadCancelled):
-            self.state.set("cancelled")
+            self.phase.set("cancelled")
             self.file_label.set("Download cancelled.")
             self.show_error("Download cancelled. The files that finished are kept; press Retry to continue.")
         else:
             message, details = describe_setup_error(exc)
             log.warning("model download failed: %s", message, exc_info=not isinstance(exc, models.ModelSetupError))
-            self.state.set("error")
+            self.phase.set("error")
             self.file_label.set("The download stopped.")
             self.show_error(message, details)
         self.speed_label.set("")

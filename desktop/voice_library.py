@@ -63,7 +63,7 @@ class VoiceLibrary:
         self.folder = folder
 
     def list(self) -> list[Voice]:
-        voices = []
+        voices: list[Voice] = []
         if not self.folder.is_dir():
             return voices
         for meta in self.folder.glob("*/voice.json"):

@@ -36,7 +36,7 @@ class Job:
 class Worker:
     """Starts jobs in daemon threads; delivers their messages and results on the Tk thread."""
 
-    def __init__(self, root: tk.Misc) -> None:
+    def __init__(self, root: tk.Tk) -> None:
         self.root = root
         self.queue: queue.Queue[tuple[Job, str, Any]] = queue.Queue()
         self.jobs: list[Job] = []

@@ -29,7 +29,7 @@ def test_record_dialog_records_the_monitor_and_saves_a_voice(studio):
     app, root = studio.app, studio.root
     app.settings.countdown = 1
     dialog = app.open_recorder()
-    assert dialog.state.get() == "idle" and "System default" in dialog.device_box.cget("values"), (
+    assert dialog.phase.get() == "idle" and "System default" in dialog.device_box.cget("values"), (
         studio.dialogs.messages()
     )
     speaker = Player()
@@ -37,8 +37,8 @@ def test_record_dialog_records_the_monitor_and_saves_a_voice(studio):
     speaker.play()
     try:
         dialog.record_button.invoke()
-        assert dialog.state.get() == "countdown" and dialog.status.get() == "Recording starts in 1\u2026"
-        wait_until(root, lambda: dialog.state.get() == "recording", timeout=3)
+        assert dialog.phase.get() == "countdown" and dialog.status.get() == "Recording starts in 1\u2026"
+        wait_until(root, lambda: dialog.phase.get() == "recording", timeout=3)
         levels, bars = [], []
         while dialog.recorder is not None and dialog.recorder.seconds < 3.6:
             root.update()
@@ -56,7 +56,7 @@ def test_record_dialog_records_the_monitor_and_saves_a_voice(studio):
     assert take.sample_rate == 22050 and 3.0 <= take.seconds <= 4.2
     assert abs(dominant_hz(take.audio, take.sample_rate) - 440.0) < 3.0
     assert take.warnings == []
-    assert dialog.state.get() == "done" and str(dialog.save_button.cget("state")) == "normal"
+    assert dialog.phase.get() == "done" and str(dialog.save_button.cget("state")) == "normal"
     dialog.name.set("Tone speaker")
     voice = dialog.save()
     assert voice is not None and not dialog.winfo_exists()
@@ -72,10 +72,10 @@ def test_silent_microphone_warns(studio):
     studio.app.settings.countdown = 0
     dialog = studio.app.open_recorder()
     dialog.start()
-    assert dialog.state.get() == "recording"
+    assert dialog.phase.get() == "recording"
     pump(studio.root, 0.6)
     dialog.stop()
-    assert dialog.state.get() == "done"
+    assert dialog.phase.get() == "done"
     assert dialog.take.audio.size == 0 and "Nothing but silence" in dialog.status.get()
     assert str(dialog.save_button.cget("state")) == "disabled"
     dialog.close()
@@ -157,7 +157,7 @@ def test_no_microphone_gives_a_clear_message(studio, no_audio_devices):
     dialog.start()
     (message,) = studio.dialogs.messages()
     assert message.startswith("No microphone found. Connect one")
-    assert dialog.state.get() == "error" and str(dialog.record_button.cget("state")) == "normal"
+    assert dialog.phase.get() == "error" and str(dialog.record_button.cget("state")) == "normal"
     dialog.close()
     studio.dialogs.clear()
     studio.app.text_panel.set_text("The app still works.")

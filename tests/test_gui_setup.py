@@ -84,13 +84,13 @@ def test_complete_download_sets_the_folder_and_the_real_engine_loads(display, tm
             dlg.overall_progress.trace_add("write", lambda *a: overall.append(dlg.overall_progress.get()))
             dlg.file_label.trace_add("write", lambda *a: labels.append(dlg.file_label.get()))
             dlg.start_button.invoke()
-            assert dlg.state.get() == "downloading"
+            assert dlg.phase.get() == "downloading"
             assert str(dlg.start_button.cget("state")) == "disabled"
             assert str(dlg.cancel_button.cget("state")) == "normal"
             assert str(dlg.folder_entry.cget("state")) == "disabled"
             wait_until(root, lambda: not dlg.winfo_exists(), timeout=60)
 
-            assert dlg.state.get() == "done" and dlg.job is None
+            assert dlg.phase.get() == "done" and dlg.job is None
             for local, src in tiny_sources().items():
                 assert (folder / local).read_bytes() == src.read_bytes(), local
             assert not (folder / ".download").exists()
@@ -136,9 +136,9 @@ def test_cancel_mid_download_leaves_no_half_file_and_retry_finishes(display, tmp
             assert rows(dlg)["config.yaml"] == "done" and rows(dlg)["gpt.pth"] == "fetching"
             assert 0 < dlg.file_progress.get() < 100
             dlg.cancel_button.invoke()
-            assert dlg.state.get() == "cancelling" and str(dlg.cancel_button.cget("state")) == "disabled"
+            assert dlg.phase.get() == "cancelling" and str(dlg.cancel_button.cget("state")) == "disabled"
             gate.set()
-            wait_until(root, lambda: dlg.state.get() == "cancelled", timeout=30)
+            wait_until(root, lambda: dlg.phase.get() == "cancelled", timeout=30)
 
             assert not (folder / "gpt.pth").exists() and not (folder / "feat1.pt").exists()
             assert (folder / "config.yaml").read_bytes() == tiny_sources()["config.yaml"].read_bytes()
@@ -182,12 +182,12 @@ def test_server_error_shows_a_clear_message_and_retry_succeeds(display, tmp_path
             # a mirror without an address is refused with a message, nothing starts
             dlg.source_buttons["mirror"].invoke()
             dlg.start_button.invoke()
-            assert dlg.job is None and dlg.state.get() == "error"
+            assert dlg.job is None and dlg.phase.get() == "error"
             assert "mirror's address" in dlg.error_message.get()
             dlg.endpoint.set(hub.endpoint + "/")
 
             dlg.start_button.invoke()
-            wait_until(root, lambda: dlg.state.get() == "error" and dlg.job is None, timeout=60)
+            wait_until(root, lambda: dlg.phase.get() == "error" and dlg.job is None, timeout=60)
             message = dlg.error_message.get()
             assert "feat2.pt" in message and "HTTP 500" in message and MAIN in message and "\n" not in message
             assert "Traceback" not in message

@@ -88,8 +88,8 @@ class EmotionPanel(ttk.LabelFrame):
         self.alpha.trace_add("write", lambda *a: self._refresh())
         for var in self.sliders:
             var.trace_add("write", lambda *a: self._refresh())
-        for var in (self.clip, self.description, self.random):
-            var.trace_add("write", lambda *a: self._on_change())
+        for other in (self.clip, self.description, self.random):
+            other.trace_add("write", lambda *a: self._on_change())
         self._refresh()
 
     def _browse(self) -> None:

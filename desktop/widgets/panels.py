@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
+from typing import Any
 
 from core.api import GenerationSettings, SettingError
-from desktop.dialogs import AUDIO_FILETYPES, UserError
+from desktop.dialogs import AUDIO_FILETYPES, DialogFn, UserError
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 
 log = logging.getLogger(__name__)
 
-Dialog = Callable[..., object]
 
 
 # --- text ---------------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ class VoicePanel(ttk.LabelFrame):
         self,
         parent: tk.Misc,
         library: VoiceLibrary,
-        dialog: Dialog,
+        dialog: DialogFn,
         on_play: Callable[[Path], None],
         on_record: Callable[[], object],
         on_added: Callable[[Voice], object] | None = None,
@@ -115,8 +115,9 @@ class VoicePanel(ttk.LabelFrame):
             import tkinterdnd2
 
             tkinterdnd2.TkinterDnD._require(self.winfo_toplevel())
-            self.drop_target_register(tkinterdnd2.DND_FILES)
-            self.dnd_bind("<<Drop>>", lambda e: self.set_clip(self.tk.splitlist(e.data)[0]) if e.data else None)
+            target: Any = self  # tkinterdnd2 adds drop_target_register/dnd_bind to every widget class
+            target.drop_target_register(tkinterdnd2.DND_FILES)
+            target.dnd_bind("<<Drop>>", lambda e: self.set_clip(self.tk.splitlist(e.data)[0]) if e.data else None)
             return True
         except Exception as exc:  # not installed, or tkdnd missing for this platform
             log.info("drag and drop unavailable: %s", exc)
@@ -360,17 +361,18 @@ class HistoryPanel(ttk.LabelFrame):
             self.tree.heading(col, text=label)
             self.tree.column(col, width=width, stretch=col == "text")
         self.tree.pack(fill="both", expand=True)
-        self.tree.bind("<<TreeviewSelect>>", lambda e: self.selected() is not None and on_select(self.selected()))
+        self.tree.bind("<<TreeviewSelect>>", lambda e: self._with_selected(on_select))
         buttons = ttk.Frame(self)
         buttons.pack(fill="x", pady=(4, 0))
-        ttk.Button(
-            buttons, text="Regenerate", command=lambda: self.selected() is not None and on_regenerate(self.selected())
-        ).pack(side="left")
-        ttk.Button(
-            buttons,
-            text="Save as preset\u2026",
-            command=lambda: self.selected() is not None and on_preset(self.selected()),
-        ).pack(side="left", padx=4)
+        ttk.Button(buttons, text="Regenerate", command=lambda: self._with_selected(on_regenerate)).pack(side="left")
+        ttk.Button(buttons, text="Save as preset\u2026", command=lambda: self._with_selected(on_preset)).pack(
+            side="left", padx=4
+        )
+
+    def _with_selected(self, callback: Callable[[int], object]) -> None:
+        index = self.selected()
+        if index is not None:
+            callback(index)
 
     def add(self, index: int, time_text: str, text: str, voice: str, seconds: float, seed: int | None) -> None:
         short = text.replace("\n", " ")

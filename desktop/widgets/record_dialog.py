@@ -46,7 +46,7 @@ class RecordDialog(tk.Toplevel):
         self.take: Take | None = None
         self.player: Player | None = None
         self._tick_id: str | None = None
-        self.state = tk.StringVar(self, value="idle")  # idle | countdown | recording | done | error
+        self.phase = tk.StringVar(self, value="idle")  # idle | countdown | recording | done | error
         self.status = tk.StringVar(self, value="Read a few sentences in your normal voice, 5 to 15 seconds.")
         self.warnings = tk.StringVar(self, value="")
         self.name = tk.StringVar(self, value=time.strftime("My voice %Y-%m-%d %H%M"))
@@ -100,7 +100,7 @@ class RecordDialog(tk.Toplevel):
             self.device.set(DEFAULT_DEVICE)
 
     def _fail(self, message: str) -> None:
-        self.state.set("error")
+        self.phase.set("error")
         self.status.set(message)
         self.record_button.configure(state="normal")
         self.stop_button.configure(state="disabled")
@@ -108,7 +108,7 @@ class RecordDialog(tk.Toplevel):
 
     # --- recording ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self.state.get() in ("countdown", "recording"):
+        if self.phase.get() in ("countdown", "recording"):
             return
         self._stop_playback()
         self.take = None
@@ -121,7 +121,7 @@ class RecordDialog(tk.Toplevel):
 
     def _countdown(self, left: int) -> None:
         if left > 0:
-            self.state.set("countdown")
+            self.phase.set("countdown")
             self.status.set(f"Recording starts in {left}\u2026")
             self._tick_id = self.after(1000, self._countdown, left - 1)
             return
@@ -133,7 +133,7 @@ class RecordDialog(tk.Toplevel):
             self.recorder = None
             self._fail(str(exc))
             return
-        self.state.set("recording")
+        self.phase.set("recording")
         self.status.set(f"Recording from {used.name} at {used.samplerate:.0f} Hz\u2026 press Stop when done.")
         self._tick()
 
@@ -161,7 +161,7 @@ class RecordDialog(tk.Toplevel):
         self.record_button.configure(state="normal")
         self.stop_button.configure(state="disabled")
         if self.recorder is None:
-            self.state.set("idle")
+            self.phase.set("idle")
             self.status.set("Recording cancelled.")
             return
         audio, rate = self.recorder.stop()
@@ -173,7 +173,7 @@ class RecordDialog(tk.Toplevel):
         """Show a finished (trimmed, resampled) take with its warnings, ready to play or save."""
         self.take = take
         self.wave.set_audio(self.take.audio, self.take.sample_rate)
-        self.state.set("done")
+        self.phase.set("done")
         if self.take.audio.size == 0:
             self.status.set("Nothing but silence was recorded. Check the microphone and try again.")
             self.warnings.set("\n".join(self.take.warnings))
@@ -229,5 +229,5 @@ class RecordDialog(tk.Toplevel):
             self.recorder.stop()
             self.recorder = None
         self._stop_playback()
-        self.state.set("idle")
+        self.phase.set("idle")
         self.destroy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tkinter as tk
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from tkinter import ttk
 
 from core.device import DEVICES
@@ -45,7 +46,7 @@ class SettingsDialog(tk.Toplevel):
         for key, label in (("model_dir", "Model folder"), ("output_dir", "Output folder")):
             ttk.Label(body, text=label).grid(row=r, column=0, sticky="w", pady=3)
             ttk.Entry(body, textvariable=self.vars[key], width=50).grid(row=r, column=1, sticky="ew", padx=6)
-            ttk.Button(body, text="Browse\u2026", command=lambda k=key: self._browse(k)).grid(row=r, column=2)
+            ttk.Button(body, text="Browse\u2026", command=partial(self._browse, key)).grid(row=r, column=2)
             r += 1
         ttk.Label(body, text="Device").grid(row=r, column=0, sticky="w", pady=3)
         ttk.Combobox(
