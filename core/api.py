@@ -123,12 +123,17 @@ class GenerationSettings:
     fast: bool = False
     """Run the diffusion in reduced precision (bfloat16 on CPU, float16 on CUDA): faster, output differs slightly
     from exact mode. Off (exact float32) by default."""
+    stream: bool = False
+    """Render each segment in chunks while its speech codes are decoded (``core.streaming``): the first audio comes
+    after the first chunk instead of the whole segment. Decodes with one beam (``num_beams`` is then ignored, with a
+    warning: the best of several beams is known only at the end); the chunks are joined with a crossfade, so the
+    sound differs slightly from the non-streamed render of the same codes. Off (upstream's render) by default."""
 
     def validate(self, limits: ModelLimits | None = None) -> GenerationSettings:
         """Raise :class:`SettingError` for the first setting outside its range; return self when all are fine."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("do_sample", "fast"):
+            if f.name in ("do_sample", "fast", "stream"):
                 if not isinstance(value, bool):
                     raise SettingError(f.name, value, "true or false")
                 continue
@@ -349,6 +354,25 @@ class SegmentAudio:
 
 
 SegmentCallback = Callable[[SegmentAudio], None]
+
+
+@dataclass
+class AudioChunk:
+    """A piece of the result audio as soon as it is final, for a player (``Engine.synthesize(on_chunk=...)``).
+
+    The chunks' ``audio`` in the order they arrive, concatenated, is exactly ``SynthesisResult.audio``: the first
+    chunk of every segment after the first starts with the silence interval, and ``offset`` is the chunk's first
+    sample in the result. Without ``settings.stream`` each segment arrives as one chunk."""
+
+    segment: int  # index of the segment this audio belongs to
+    segments: int
+    index: int  # chunk number within the segment
+    audio: np.ndarray  # int16 [n], 22050 Hz mono
+    offset: int  # first sample of ``audio`` in the whole result
+    last: bool  # the segment's final chunk
+
+
+ChunkCallback = Callable[[AudioChunk], None]
 
 
 @dataclass

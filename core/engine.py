@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from .api import (
     NO_SPEECH,
     SAMPLE_RATE,
     Cancelled,
+    ChunkCallback,
     EngineError,
     GenerationSettings,
     ModelLimits,
@@ -36,11 +37,13 @@ from .api import (
     SynthesisResult,
     join_segments,
     scale_emo_weights,
+    silence_gap,
     validate_emotion_vector,
 )
 from .device import DeviceChoice, probe
 from .models import ModelPaths
 from .pipeline import Pipeline, build_pipeline, resolve_paths
+from .streaming import STREAM_BEAMS_WARNING, ChunkFeed, StreamPlan
 from .voice_cache import VoiceCache, clip_key
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,13 @@ def _read_clip(loader: Callable[[str | Path], _T], clip: str | Path, role: str) 
         return loader(clip)
     except AudioError as exc:
         raise EngineError(f"The {role} clip cannot be used: {exc}") from exc
+
+
+def content_condition(p: Pipeline, codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """s2mel's content input for codes [n] and their GPT latent [1, n, D]: ``vq2emb(codes)^T + gpt_layer(latent)``
+    [1, n, C] (infer_v2's ``S_infer``)."""
+    latent = p.s2mel.gpt_layer(latent.float())
+    return p.codec.vq2emb(codes.reshape(1, -1).to(p.device)).transpose(1, 2) + latent
 
 
 @dataclass
@@ -103,6 +113,7 @@ class _Job:
     noise: Callable[[int, int], torch.Tensor] | None = None  # (segment index, frames) -> [1, 80, frames]
     trace: list[SegmentTrace] | None = None
     emovec: torch.Tensor | None = None
+    feed: ChunkFeed | None = None  # the pieces of the result for on_chunk
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -128,6 +139,7 @@ class Engine:
         self._lock = threading.RLock()
         self._pipeline: Pipeline | None = None
         self.device_choice: DeviceChoice | None = None
+        self.stream_plan = StreamPlan()  # how settings.stream cuts a segment into chunks (core.streaming)
         if pipeline is not None:
             self._adopt(pipeline)
 
@@ -266,22 +278,28 @@ class Engine:
 
     def synthesize(self, request: SynthesisRequest, *, on_progress: ProgressCallback | None = None,
                    on_segment: SegmentCallback | None = None,
-                   cancel: threading.Event | None = None) -> SynthesisResult:
+                   cancel: threading.Event | None = None,
+                   on_chunk: ChunkCallback | None = None) -> SynthesisResult:
         """Speak ``request``: the whole audio, its segments' texts, timings and warnings.
 
-        ``on_segment`` receives each segment's audio as soon as it is rendered (streaming playback); the result,
-        warnings and errors are the same with or without it."""
-        return self._synthesize(request, on_progress, on_segment, cancel)[0]
+        ``on_segment`` receives each segment's audio as soon as it is rendered (streaming playback); ``on_chunk``
+        receives the result's audio piece by piece as soon as each piece is final (:class:`core.api.AudioChunk`: with
+        ``settings.stream`` several chunks per segment while it is decoded, otherwise one per segment; the pieces
+        joined are the result's audio, silence intervals included). The result, warnings and errors are the same
+        with or without the callbacks."""
+        return self._synthesize(request, on_progress, on_segment, cancel, on_chunk=on_chunk)[0]
 
     def synthesize_traced(
         self, request: SynthesisRequest, *, spk_cond_emb: torch.Tensor | None = None,
         emo_cond_emb: torch.Tensor | None = None, noise: Callable[[int, int], torch.Tensor] | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> tuple[SynthesisResult, Voice, list[SegmentTrace], torch.Tensor]:
         """``synthesize`` with the stage seams tests and diagnostics need: precomputed semantic features instead
         of w2v-BERT, injected diffusion noise ``noise(segment, frames)``, and every segment's intermediates.
-        Returns ``(result, voice, traces, emovec)``."""
+        Returns ``(result, voice, traces, emovec)``. A streamed segment's trace has its codes and audio only; its
+        chunks take their noise from ``noise(segment, frames)`` at the frames the non-streamed render would."""
         result, job = self._synthesize(request, None, None, None, spk_cond_emb=spk_cond_emb,
-                                       emo_cond_emb=emo_cond_emb, noise=noise, trace=[])
+                                       emo_cond_emb=emo_cond_emb, noise=noise, trace=[], on_chunk=on_chunk)
         assert job.trace is not None and job.emovec is not None
         return result, job.voice, job.trace, job.emovec
 
@@ -289,7 +307,8 @@ class Engine:
                     on_segment: SegmentCallback | None, cancel: threading.Event | None, *,
                     spk_cond_emb: torch.Tensor | None = None, emo_cond_emb: torch.Tensor | None = None,
                     noise: Callable[[int, int], torch.Tensor] | None = None,
-                    trace: list[SegmentTrace] | None = None) -> tuple[SynthesisResult, _Job]:
+                    trace: list[SegmentTrace] | None = None,
+                    on_chunk: ChunkCallback | None = None) -> tuple[SynthesisResult, _Job]:
         if not isinstance(request, SynthesisRequest):
             raise TypeError(f"Engine.synthesize takes a SynthesisRequest, not {type(request).__name__}")
         with self._lock:
@@ -297,6 +316,7 @@ class Engine:
             request.validate(p.limits)
             job = self._job(p, request, on_progress, cancel, spk_cond_emb=spk_cond_emb, emo_cond_emb=emo_cond_emb)
             job.noise, job.trace = noise, trace
+            job.feed = ChunkFeed(on_chunk, len(job.segments), silence_gap(job.settings.interval_silence_ms))
             pieces: list[np.ndarray] = []
             for seg in self._run(p, job):
                 pieces.append(seg.audio)
@@ -380,11 +400,16 @@ class Engine:
         timings = job.timings
         for key in ("gpt", "gpt_latent", "s2mel", "vocoder"):
             timings.setdefault(key, 0.0)
+        if s.stream and s.num_beams > 1:
+            job.warn(STREAM_BEAMS_WARNING.format(beams=s.num_beams))
+            s = job.settings = replace(s, num_beams=1)
         if s.seed is not None:
             torch.manual_seed(s.seed)
         emovec = job.emovec = self._emovec(p, job)
         v = job.voice
         start = time.perf_counter()
+        before = timings.get("voice", 0.0) + timings.get("emotion", 0.0)
+        feed = job.feed or ChunkFeed(None, n, silence_gap(s.interval_silence_ms))
 
         def progress(stage: str, seg: int, within: float) -> None:
             if job.cancel is not None and job.cancel.is_set():
@@ -395,16 +420,19 @@ class Engine:
 
         for i, pieces in enumerate(job.segments):
             ids = p.frontend.convert_tokens_to_ids(pieces)
+            text = "".join(pieces).replace("\u2581", " ").strip()
+            if s.stream:
+                streamed = self._stream_segment(p, job, i, ids, text, feed, progress)
+                if streamed.audio.size and "first_segment" not in timings:
+                    timings["first_segment"] = time.perf_counter() - start + before
+                yield streamed
+                continue
             progress("Generating speech codes", i, 0.0)
             t = time.perf_counter()
             codes, hit_max = generate(p.gpt, ids, v.spk_latent, emovec, s, cancel=job.cancel)
             timings["gpt"] += time.perf_counter() - t
-            if hit_max:
-                job.warn(f"Segment {i + 1} reached the limit of {s.max_mel_tokens} speech tokens and may be cut off; "
-                         "lower 'tokens per segment' or raise 'max mel tokens'.")
-            text = "".join(pieces).replace("\u2581", " ").strip()
-            if codes.numel() == 0:
-                job.warn(f"Segment {i + 1} produced no speech.")
+            if not self._codes_ok(job, i, codes, hit_max):
+                feed.put(i, np.zeros(0, dtype=np.int16), True)
                 yield SegmentAudio(i, n, np.zeros(0, dtype=np.int16), text)
                 continue
             t = time.perf_counter()
@@ -423,21 +451,81 @@ class Engine:
                 job.trace.append(SegmentTrace(ids, codes.cpu(), hit_max, latent.float().cpu(), mel.cpu(), pcm))
             audio = pcm.to(torch.int16).numpy().reshape(-1)
             if "first_segment" not in timings:
-                before = timings.get("voice", 0.0) + timings.get("emotion", 0.0)
                 timings["first_segment"] = time.perf_counter() - start + before
+            feed.put(i, audio, True)
             yield SegmentAudio(i, n, audio, text)
+        if feed.first_audio is not None:
+            timings["first_audio"] = feed.first_audio - start + before
         stages = ("voice", "emotion", "gpt", "gpt_latent", "s2mel", "vocoder")
         timings["total"] = sum(timings.get(k, 0.0) for k in stages)
         if job.on_progress:
             job.on_progress(Progress("Done", 1.0, n, n))
 
     @staticmethod
+    def _codes_ok(job: _Job, i: int, codes: torch.Tensor, hit_max: bool) -> bool:
+        """Warn about a segment cut at the token limit or without speech; False when it has no codes."""
+        if hit_max:
+            job.warn(f"Segment {i + 1} reached the limit of {job.settings.max_mel_tokens} speech tokens and may be cut "
+                     "off; lower 'tokens per segment' or raise 'max mel tokens'.")
+        if codes.numel() == 0:
+            job.warn(f"Segment {i + 1} produced no speech.")
+            return False
+        return True
+
+    def _stream_segment(self, p: Pipeline, job: _Job, i: int, ids: list[int], text: str, feed: ChunkFeed,
+                        progress: Callable[[str, int, float], None]) -> SegmentAudio:
+        """Decode segment ``i`` while rendering it in chunks (core.streaming); each final piece goes to ``feed``."""
+        from .gpt.generate import generate
+        from .streaming import ChunkRenderer, SegmentStreamer, frames_for_codes, to_pcm16
+
+        s, v, n = job.settings, job.voice, len(job.segments)
+        assert job.emovec is not None
+        hop = p.cfg.require("s2mel").preprocess_params.spect_params.hop_length
+        renderer = ChunkRenderer(p, v, list(ids), job.emovec, s, self.stream_plan, self._stream_noise(p, job, i),
+                                 job.cancel, job.timings)
+        pieces: list[np.ndarray] = []
+
+        def emit(wav: np.ndarray, last: bool) -> None:
+            pieces.append(to_pcm16(wav))
+            feed.put(i, pieces[-1], last)
+            progress("Streaming speech", i, 0.95 * (1.0 - 0.5 ** len(pieces)))  # the length is known only at the end
+
+        streamer = SegmentStreamer(self.stream_plan, renderer, emit, hop)
+        progress("Streaming speech", i, 0.0)
+        t = time.perf_counter()
+        codes, hit_max = generate(p.gpt, ids, v.spk_latent, job.emovec, s, cancel=job.cancel, callback=streamer.push)
+        streamer.finish()
+        job.timings["gpt"] += time.perf_counter() - t - renderer.seconds
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        if self._codes_ok(job, i, codes, hit_max) and job.noise is None:
+            # what the non-streamed render draws from the global generator: the next segment's decode then sees the
+            # same random stream, so a seed gives the same codes with and without streaming (one beam)
+            torch.randn((1, v.ref_mel.shape[1], v.ref_mel.shape[-1] + frames_for_codes(codes.numel())),
+                        device=p.device)
+        if job.trace is not None:
+            pcm = torch.from_numpy(audio).float().reshape(1, -1)
+            job.trace.append(SegmentTrace(list(ids), codes.cpu(), hit_max, wav=pcm))
+        return SegmentAudio(i, n, audio, text)
+
+    @staticmethod
+    def _stream_noise(p: Pipeline, job: _Job, i: int) -> Callable[[int, int], torch.Tensor]:
+        """The diffusion noise of streamed segment ``i`` by target frames: the test seam's at the frames of the
+        non-streamed render, else drawn for the segment from its own generator (the global one stays untouched)."""
+        from .streaming import SegmentNoise
+
+        seam, t_ref = job.noise, job.voice.ref_mel.shape[-1]
+        if seam is not None:
+            return lambda lo, hi: seam(i, t_ref + hi)[..., t_ref + lo:t_ref + hi]
+        seed = job.settings.seed
+        seed = (seed * 1_000_003 + i) % 2**63 if seed is not None else random.randrange(2**63)
+        return SegmentNoise(job.voice.ref_mel.shape[1], p.device, seed)
+
+    @staticmethod
     def _mel(p: Pipeline, job: _Job, index: int, codes: torch.Tensor, latent: torch.Tensor,
              progress: Callable[[str, int, float], None]) -> torch.Tensor:
         v = job.voice
         s = job.settings
-        latent = p.s2mel.gpt_layer(latent.float())
-        s_infer = p.codec.vq2emb(codes.reshape(1, -1).to(p.device)).transpose(1, 2) + latent
+        s_infer = content_condition(p, codes, latent)
         code_lens = torch.tensor([codes.numel()], dtype=torch.long, device=p.device)
         target = (code_lens * FRAMES_PER_CODE).long()  # float32 product, as upstream
         cond = p.s2mel.length_regulator(s_infer, target)

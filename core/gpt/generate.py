@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -213,15 +214,23 @@ def generate(
     generator: torch.Generator | None = None,
     cancel: threading.Event | None = None,
     trace: DecodeTrace | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> Generated:
-    """Decode mel codes for one text segment (batch 1)."""
+    """Decode mel codes for one text segment (batch 1).
+
+    ``callback(code)`` (one beam only) receives every code of the result as soon as it is drawn, in order, before
+    the next step runs (the stop token is not passed; the returned codes are exactly those passed). It runs inside
+    the decode: whatever it does delays the next step, and an exception from it ends the decode."""
     cfg = GenerationConfig.from_settings(settings)
     cfg.validate(model.cfg.max_mel_tokens)
+    if callback is not None and cfg.num_beams != 1:
+        raise ValueError(f"a per-step callback needs num_beams == 1 (the final beam is known only at the end), "
+                         f"got {cfg.num_beams}")
     prompt = model.prompt_embedding(text_ids, spk_latent, emovec)  # checks the ids' shape first
     start = model.mel_input(torch.tensor([model.cfg.start_mel_token], device=model.device), 0).unsqueeze(0)
     prompt = torch.cat([prompt, start], dim=1)  # [1, P + 1, D]
     if cfg.num_beams == 1:
-        return _decode_single(model, prompt, cfg, generator, cancel, trace)
+        return _decode_single(model, prompt, cfg, generator, cancel, trace, callback)
     return _decode_beams(model, prompt, cfg, generator, cancel, trace)
 
 
@@ -232,6 +241,7 @@ def _decode_single(
     generator: torch.Generator | None,
     cancel: threading.Event | None,
     trace: DecodeTrace | None,
+    callback: Callable[[int], None] | None = None,
 ) -> Generated:
     stop = model.cfg.stop_mel_token
     p1 = prompt.shape[1]
@@ -253,6 +263,8 @@ def _decode_single(
         tokens.append(tok)
         if tok == stop:
             return Generated(torch.tensor(tokens[:-1], dtype=torch.long), False)
+        if callback is not None:
+            callback(tok)
         if s + 1 == cfg.max_mel_tokens:
             break
         _check_cancel(cancel)
