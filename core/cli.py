@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .api import (
     EMOTION_NAMES,
+    SAMPLE_RATE,
+    AudioChunk,
     Emotion,
     EngineError,
     GenerationSettings,
@@ -22,6 +24,7 @@ from .api import (
     Progress,
     SettingError,
     SynthesisRequest,
+    SynthesisResult,
 )
 
 log = logging.getLogger("core.cli")
@@ -164,7 +167,7 @@ def _settings(a: argparse.Namespace) -> GenerationSettings:
         num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
         max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
         interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
-        fast=a.fast,
+        fast=a.fast, stream=a.stream,
     )
 
 
@@ -216,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--fp32", dest="fp16", action="store_const", const=False,
                            help="full-precision GPT on CUDA too")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--stream", action="store_true",
+                   help="render each segment in chunks while it is decoded and write the WAV as it renders (first "
+                        "audio much sooner; the file appears under --out when complete). Decodes with one beam "
+                        "(--num-beams is ignored) and crossfades the chunks, so it sounds slightly different")
     _add_generation(s)
 
     m = sub.add_parser("models", help="check or download the model files")
@@ -415,13 +422,39 @@ def _synth(a: argparse.Namespace) -> int:
     cancel = threading.Event()
     for request, out, overwrite, where in jobs:
         try:
-            result = engine.synthesize(request, on_progress=bar, cancel=cancel)
+            if a.stream:
+                result = _synth_streamed(engine, request, out, overwrite, bar, cancel)
+            else:
+                result = engine.synthesize(request, on_progress=bar, cancel=cancel)
         except SettingError as exc:
             raise EngineError(setting_message(exc, where)) from None
         bar.close()
         for w in result.warnings:
             print(f"warning: {where}{w}", file=sys.stderr)
-        write_wav_atomic(out, result.audio, result.sample_rate, overwrite=overwrite)
+        if not a.stream:
+            write_wav_atomic(out, result.audio, result.sample_rate, overwrite=overwrite)
         if not a.quiet:
-            print(f"wrote {out}: {result.duration:.2f} s of audio in {result.timings.get('total', 0):.1f} s")
+            first = f" (first audio after {result.timings['first_audio']:.1f} s)" if a.stream else ""
+            print(f"wrote {out}: {result.duration:.2f} s of audio in {result.timings.get('total', 0):.1f} s{first}")
     return 0
+
+
+def _synth_streamed(engine, request: SynthesisRequest, out: Path, overwrite: bool, bar: _Bar,
+                    cancel: threading.Event) -> SynthesisResult:
+    """``synth --stream``: each chunk is appended to a temporary WAV next to ``out`` as soon as it is final; when
+    the synthesis ends its header is completed and it is renamed to ``out`` (write_atomic). On any failure the
+    temporary file is removed, so nothing half-written ever stands under ``out``."""
+    import soundfile as sf
+
+    results: list[SynthesisResult] = []
+
+    def write(tmp: Path) -> None:
+        with sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as wav:
+            def on_chunk(chunk: AudioChunk) -> None:
+                wav.write(chunk.audio)
+                wav.flush()
+
+            results.append(engine.synthesize(request, on_progress=bar, cancel=cancel, on_chunk=on_chunk))
+
+    write_atomic(out, write, overwrite=overwrite)
+    return results[0]

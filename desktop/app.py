@@ -422,10 +422,11 @@ class StudioApp:
         )
 
     def generate(self) -> Job | None:
-        if self.job is not None or self.load_job is not None:
-            return None
-        if not self.engine.loaded:
+        state = self.state
+        if state is AppState.NO_MODELS:
             self.error("Generate", "The models are not loaded yet.")
+            return None
+        if state is not AppState.READY:
             return None
         try:
             request = self.build_request()
@@ -629,7 +630,7 @@ class StudioApp:
         self.results.stream.set(new.streaming)
         self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
         self._save_settings()
-        if reload and self.job is None:
+        if reload and self.state is not AppState.GENERATING:
             self.device_override = None  # the user chose a device in Settings: it now wins over --device
             self.load_engine()
 
@@ -659,9 +660,10 @@ class StudioApp:
         Never two jobs on the engine at once: while a synthesis (or a load) runs, the voice is queued and prepared
         when it ends.
         """
-        if not self.engine.loaded and self.load_job is None:
+        state = self.state
+        if state is AppState.NO_MODELS:
             return None
-        if self.job is not None or self.load_job is not None:
+        if state is not AppState.READY:
             if voice not in self.pending_voices:
                 self.pending_voices.append(voice)
             return None
@@ -680,7 +682,7 @@ class StudioApp:
 
     def _start_pending_voices(self) -> None:
         """Prepare the voices queued while a job ran, one at a time."""
-        if self.job is not None or self.load_job is not None or not self.pending_voices:
+        if self.state in (AppState.GENERATING, AppState.LOADING) or not self.pending_voices:
             return
         if self.prepare_job is not None and not self.prepare_job.finished:
             self.root.after(50, self._start_pending_voices)
