@@ -35,6 +35,7 @@ def add_parser(subparsers: Any) -> None:
     i.add_argument("--author", default="", help="author (M4B metadata)")
     i.add_argument("--pause-ms", type=int, help="pause after each untimed line (default 400)")
     _add_generation(i)
+    i.set_defaults(stream=False)  # core.cli._settings reads synth's --stream; a project renders whole lines
 
     r = sub.add_parser("render", help="render every line without a current take (resumes after a crash)")
     r.add_argument("project", help="project folder")
