@@ -341,6 +341,21 @@ class SpeechService:
 # ---------------------------------------------------------------------------------------------- streaming
 
 
+class StreamAborted(Exception):
+    """Raised inside a streaming body to cut the connection (the client must not take partial audio as whole)."""
+
+
+class _QuietAbort(logging.Filter):
+    """The ASGI server logs an aborted stream as a crash; it is logged (one line) here instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, StreamAborted)
+
+
+_quiet_abort = _QuietAbort()
+
+
 def _gaps(count: int, silence_ms: int) -> np.ndarray:
     """``count`` silence intervals (the joins ``core.api.join_segments`` puts around empty segments too)."""
     return np.tile(silence_gap(silence_ms), max(count, 0))
@@ -363,8 +378,8 @@ async def _stream(job: _Job, first: SegmentAudio, encoder: StreamEncoder) -> Asy
                 return
             seg = value
     except ApiError as exc:  # the headers are out: end the response unfinished, so the client sees an error
-        log.warning("API job %s failed while streaming: %s", job.ticket.info.id, exc.message)
-        raise
+        log.warning("API job %s stopped while streaming: %s", job.ticket.info.id, exc.message)
+        raise StreamAborted(exc.message) from None
     finally:
         job.cancel.set()  # the client went away, or the job is over: either way nothing more is wanted
 
@@ -405,6 +420,7 @@ def create_app(engine: EngineProtocol, voices: VoiceCatalog, key: str | Callable
     """The web application over ``engine``. ``key`` may be a function (a rotated key applies at once); ``gate``
     is shared with other front ends (the GUI) so their jobs and API jobs take turns."""
     service = SpeechService(engine, voices, key, limits or ServerLimits(), gate)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_abort)  # the same filter object: added once
 
     async def authorize(request: Request) -> None:
         header = request.headers.get("authorization")
