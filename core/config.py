@@ -31,7 +31,7 @@ class ConditionModuleConfig:
     attention_heads: int
     num_blocks: int
     input_layer: str = "conv2d2"
-    perceiver_mult: int = 2
+    perceiver_mult: float = 2  # the tiny 2.5 goldens use 0.1
 
 
 @dataclass

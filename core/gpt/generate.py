@@ -215,8 +215,9 @@ def generate(
     cancel: threading.Event | None = None,
     trace: DecodeTrace | None = None,
     callback: Callable[[int], None] | None = None,
+    lang: int | None = None,
 ) -> Generated:
-    """Decode mel codes for one text segment (batch 1).
+    """Decode mel codes for one text segment (batch 1). ``lang``: the lang_embedding row (IndexTTS-2.5 only).
 
     ``callback(code)`` (one beam only) receives every code of the result as soon as it is drawn, in order, before
     the next step runs (the stop token is not passed; the returned codes are exactly those passed). It runs inside
@@ -226,7 +227,7 @@ def generate(
     if callback is not None and cfg.num_beams != 1:
         raise ValueError(f"a per-step callback needs num_beams == 1 (the final beam is known only at the end), "
                          f"got {cfg.num_beams}")
-    prompt = model.prompt_embedding(text_ids, spk_latent, emovec)  # checks the ids' shape first
+    prompt = model.prompt_embedding(text_ids, spk_latent, emovec, lang)  # checks the ids' shape first
     start = model.mel_input(torch.tensor([model.cfg.start_mel_token], device=model.device), 0).unsqueeze(0)
     prompt = torch.cat([prompt, start], dim=1)  # [1, P + 1, D]
     if cfg.num_beams == 1:

@@ -45,17 +45,23 @@ def conditioning_widths(
     width up to one (both widths compute the same thing); ``semantic_dim`` (e.g. the codec's ``hidden_size``)
     picks between them, else the even one is used. The emotion perceiver width is its latents' width.
     """
-    key = "conditioning_encoder.embed.out.0.weight"
+    key, module = "conditioning_encoder.embed.out.0.weight", cfg.condition_module
+    if key not in state and "spk_emb_proj.weight" in state:  # 2.5 (campplus): only the emotion conformer reads them
+        key, module = "emo_conditioning_encoder.embed.out.0.weight", cfg.emo_condition_module
     if key not in state:
         raise CheckpointError(f"GPT checkpoint (gpt.pth) {source} lacks {key}: it is not an IndexTTS-2 GPT. "
                               "Re-download the model files (python main.py models download).")
-    half = int(state[key].shape[1]) // cfg.condition_module.output_size
+    half = int(state[key].shape[1]) // module.output_size
     if semantic_dim is None or (semantic_dim - 1) // 2 != half:
         semantic_dim = 2 * half + 2
     latents = state.get("emo_perceiver_encoder.latents")
     emo_dim = int(latents.shape[-1]) if latents is not None else DEFAULT_EMO_PERCEIVER_DIM
     return semantic_dim, emo_dim
 MAX_CONDITIONING_INPUTS = 1  # upstream default; adds one row to the mel position table
+# IndexTTS-2.5 ("campplus" speaker mode): the CAMPPlus embedding width spk_emb_proj takes, and the rows of
+# lang_embedding (the 106 language codes of core.text.v25_vocab plus one never used).
+CAMPPLUS_DIM = 192
+LANG_ROWS = 107
 FAKE_PROMPT_ID = 1  # upstream's fake input_ids are torch.ones(...): the repetition penalty sees id 1
 
 # Keys older transformers versions saved as persistent GPT-2 buffers (the causal mask ``attn.bias`` and the
@@ -248,8 +254,11 @@ def _as_id_tensor(ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
 
 class UnifiedVoice(nn.Module):
     def __init__(
-        self, cfg: GPTConfig, semantic_dim: int = DEFAULT_SEMANTIC_DIM, emo_dim: int = DEFAULT_EMO_PERCEIVER_DIM
+        self, cfg: GPTConfig, semantic_dim: int = DEFAULT_SEMANTIC_DIM, emo_dim: int = DEFAULT_EMO_PERCEIVER_DIM,
+        campplus: bool = False,
     ) -> None:
+        """``campplus=True`` builds IndexTTS-2.5's GPT: the speaker enters as ``spk_emb_proj(CAMPPlus style)`` (no
+        speaker conformer / perceiver / speed embedding) and ``lang_embedding`` is added to every text row."""
         super().__init__()
         if cfg.condition_type != "conformer_perceiver":
             raise ValueError(
@@ -260,13 +269,18 @@ class UnifiedVoice(nn.Module):
         self.cfg = cfg
         dim = cfg.model_dim
         cm, em = cfg.condition_module, cfg.emo_condition_module
-        self.conditioning_encoder = ConformerEncoder(
-            semantic_dim, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer
-        )
-        self.perceiver_encoder = PerceiverResampler(
-            dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult
-        )
-        self.speed_emb = nn.Embedding(2, dim)
+        self.campplus = campplus
+        if campplus:
+            self.spk_emb_proj = nn.Linear(CAMPPLUS_DIM, dim)
+            self.lang_embedding = nn.Embedding(LANG_ROWS, dim)
+        else:
+            self.conditioning_encoder = ConformerEncoder(
+                semantic_dim, cm.output_size, cm.attention_heads, cm.linear_units, cm.num_blocks, cm.input_layer
+            )
+            self.perceiver_encoder = PerceiverResampler(
+                dim, cm.output_size, cfg.condition_num_latent, cm.attention_heads, cm.perceiver_mult
+            )
+            self.speed_emb = nn.Embedding(2, dim)
         self.emo_conditioning_encoder = ConformerEncoder(
             semantic_dim, em.output_size, em.attention_heads, em.linear_units, em.num_blocks, em.input_layer
         )
@@ -288,9 +302,9 @@ class UnifiedVoice(nn.Module):
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, cfg: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-        semantic_dim: int | None = None,
+        semantic_dim: int | None = None, campplus: bool = False,
     ) -> UnifiedVoice:
-        """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly.
+        """Load ``gpt.pth`` (flat state dict or ``{'model': state}``) strictly (``campplus``: a 2.5 GPT).
 
         Widths the config does not give come from the weights (:func:`conditioning_widths`). Missing, unexpected
         or misshaped keys raise a CheckpointError that lists them.
@@ -308,7 +322,7 @@ class UnifiedVoice(nn.Module):
             state = {k: v for k, v in state.items() if k not in stray}
         widths = conditioning_widths(state, cfg, semantic_dim, source=path)
         with torch.device("meta"):
-            model = cls(cfg, *widths)
+            model = cls(cfg, *widths, campplus=campplus)
         # Strict keys/shapes check, then adopt the loaded tensors without a second copy (3.5 GB real).
         load_strict(model, state, source=path, what="GPT checkpoint (gpt.pth)", assign=True)
         del state
@@ -381,14 +395,21 @@ class UnifiedVoice(nn.Module):
         return base + alpha * (emo - base)
 
     # -------------------------------------------------------------------------------------- input assembly
+    def campplus_latent(self, style: Tensor) -> Tensor:
+        """2.5: the one speaker latent ``spk_emb_proj(style)`` [1, 1, D] from the CAMPPlus style vector [1, 192]."""
+        return self.spk_emb_proj(style.to(self.device, self.dtype)).reshape(1, 1, -1)
+
     def conds(self, spk_latent: Tensor, emovec: Tensor) -> Tensor:
-        """[spk_latent + emovec (each row); speed_emb[1]; speed_emb[0]] -> [1, num_latent + 2, D]."""
+        """[spk_latent + emovec (each row); speed_emb[1]; speed_emb[0]] -> [1, num_latent + 2, D]
+        (2.5: two zero rows instead of the speed embeddings)."""
         lat = spk_latent.to(self.device, self.dtype)
         ev = emovec.to(self.device, self.dtype).reshape(1, 1, -1)
+        if self.campplus:
+            return torch.cat([lat + ev, lat.new_zeros(1, 2, lat.shape[-1])], dim=1)
         speed = self.speed_emb.weight
         return torch.cat([lat + ev, speed[1].view(1, 1, -1), speed[0].view(1, 1, -1)], dim=1)
 
-    def _text_embedding(self, ids: Tensor) -> Tensor:
+    def _text_embedding(self, ids: Tensor, lang: int | None = None) -> Tensor:
         if ids.numel() + 2 > self.text_pos_embedding.emb.num_embeddings:
             raise ValueError(
                 f"text segment too long: {ids.numel()} tokens, the GPT supports at most "
@@ -397,16 +418,23 @@ class UnifiedVoice(nn.Module):
         c = self.cfg
         ids = torch.cat([ids.new_tensor([c.start_text_token]), ids, ids.new_tensor([c.stop_text_token])])
         positions = torch.arange(ids.numel(), device=ids.device)
-        return (self.text_embedding(ids) + self.text_pos_embedding(positions)).unsqueeze(0)
+        emb = self.text_embedding(ids) + self.text_pos_embedding(positions)
+        if lang is not None:  # 2.5: one language row added to every text row, start and stop included
+            emb = emb + self.lang_embedding.weight[lang]
+        return emb.unsqueeze(0)
 
-    def prompt_embedding(self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor) -> Tensor:
+    def prompt_embedding(
+        self, text_ids: Sequence[int] | Tensor, spk_latent: Tensor, emovec: Tensor, lang: int | None = None
+    ) -> Tensor:
         """Generation prefix [conds; start_text, text, stop_text] as upstream's prepare_gpt_inputs builds it.
 
-        Every id equal to the start/stop text token is dropped before the two are added.
+        Every id equal to the start/stop text token is dropped before the two are added. Upstream pads the prompt
+        on the left with one masked zero row per dropped id; GPT-2 has no position embedding, so leaving those
+        rows out computes the same. ``lang`` (2.5 only) is the lang_embedding row of the segment's language.
         """
         ids = _as_id_tensor(text_ids, self.device)
         ids = ids[(ids != self.cfg.start_text_token) & (ids != self.cfg.stop_text_token)]
-        return torch.cat([self.conds(spk_latent, emovec), self._text_embedding(ids)], dim=1)
+        return torch.cat([self.conds(spk_latent, emovec), self._text_embedding(ids, lang)], dim=1)
 
     def mel_input(self, tokens: Tensor, position: int) -> Tensor:
         """Embedding of decode tokens [S] at mel position ``position`` -> [S, D]."""

@@ -64,7 +64,7 @@ class RMSNorm(nn.Module):
 
 class PerceiverResampler(nn.Module):
     def __init__(
-        self, dim: int, dim_context: int, num_latents: int, heads: int, ff_mult: int, depth: int = DEPTH
+        self, dim: int, dim_context: int, num_latents: int, heads: int, ff_mult: float, depth: int = DEPTH
     ) -> None:
         super().__init__()
         self.proj_context = nn.Linear(dim_context, dim) if dim_context != dim else nn.Identity()
