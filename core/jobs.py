@@ -117,13 +117,15 @@ class JobGate:
             ahead = len(self._waiting) + (1 if self._running else 0)
         return max(1, math.ceil(mean * max(ahead, 1)))
 
-    def submit(self, source: str, label: str = "", cancel: threading.Event | None = None) -> Ticket:
+    def submit(self, source: str, label: str = "", cancel: threading.Event | None = None, *,
+               bounded: bool = True) -> Ticket:
         """Queue a job; :class:`QueueFull` when ``max_waiting`` jobs already wait (the running one not counted).
+        ``bounded=False`` always admits the job (a user's own click in the window is never refused).
 
         A set ``cancel`` event takes a job still waiting out of the queue (``with ticket`` raises Cancelled)."""
         with self._cond:
             busy = self._running is not None or bool(self._waiting)
-            if busy and len(self._waiting) >= self.max_waiting:
+            if bounded and busy and len(self._waiting) >= self.max_waiting:
                 full = len(self._waiting)
             else:
                 info = JobInfo(next(self._ids), source, label)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import sys
-import threading
 import time
 import tkinter as tk
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from desktop import dialogs as dialogs_mod
 from desktop.commands import AppState, CommandTable
 from desktop.dialogs import UserError, describe_error, is_expected
 from desktop.dirs import AppDirs, app_dirs
+from desktop.engine_turns import EngineTurns
 from desktop.history import HistoryEntry, Request
 from desktop.logs import LogWindow, setup_logging
 from desktop.settings import AppSettings, Preset, PresetStore, StateFiles
@@ -74,18 +74,14 @@ def placeholder_setup(app: StudioApp) -> None:
 
 
 @contextmanager
-def _engine_turn(lock: threading.Lock, job: Job) -> Iterator[None]:
-    """Wait (in the worker) until no other job uses the engine; a cancel while waiting ends the job."""
-    while not lock.acquire(timeout=0.02):
-        if job.cancel.is_set():
-            raise Cancelled()
-    try:
+def _engine_turn(lock: EngineTurns, job: Job) -> Iterator[None]:
+    """Wait (in the worker) for this job's turn in the app's one engine queue (studio, projects, local API); a
+    cancel while waiting ends the job."""
+    with lock.turn("gui", job.name, job.cancel):
         yield
-    finally:
-        lock.release()
 
 
-def _prepare(engine: EngineProtocol, lock: threading.Lock, job: Job, clip: Path) -> object:
+def _prepare(engine: EngineProtocol, lock: EngineTurns, job: Job, clip: Path) -> object:
     with _engine_turn(lock, job):
         return engine.prepare_voice(clip)
 
@@ -136,8 +132,8 @@ class StudioApp:
         self.device_report: DeviceChoice | None = None
         self.pending_voices: list[Voice] = []  # voices to prepare once the running synthesis has ended
         self.prepare_job: Job | None = None
-        # Held by every worker call into the engine, so two jobs never run on it at once.
-        self._engine_lock = threading.Lock()
+        # Every worker call into the engine takes its turn here (one queue with projects and the local API).
+        self._engine_lock = EngineTurns()
 
         root.title(APP_TITLE)
         root.minsize(980, 680)
