@@ -39,9 +39,11 @@ from desktop.dirs import AppDirs, app_dirs
 from desktop.engine_turns import EngineTurns
 from desktop.history import HistoryEntry, Request
 from desktop.logs import LogWindow, setup_logging
+from desktop.projects_view import ProjectsView
 from desktop.settings import AppSettings, Preset, PresetStore, StateFiles
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 from desktop.widgets.emotion import EmotionPanel
+from desktop.widgets.local_api import LocalApiControl
 from desktop.widgets.panels import (
     AdvancedPanel,
     FirstRunScreen,
@@ -155,6 +157,8 @@ class StudioApp:
             on_retry=self.load_engine,
         )
         self._build_studio()
+        self.local_api = LocalApiControl(self)  # Tools → Local API: the speech server over this engine
+        self.projects = ProjectsView(self)  # the Projects tab beside the studio
         bar = ttk.Frame(root, padding=(8, 2))
         bar.pack(fill="x", side="bottom")
         ttk.Label(bar, textvariable=self.status).pack(side="left")
@@ -256,11 +260,13 @@ class StudioApp:
         add("cancel", "Cancel", self.cancel, menu="Speech", shortcuts="Esc", enabled_in={AppState.GENERATING})
         add("play", "Play / pause result", results.play_pause, menu="Speech", shortcuts="Ctrl+P",
             tester=lambda: results.current is not None)
+        self.projects.register(add)
         add("save_preset", "Save current as preset\u2026", self.preset_bar.save_dialog, menu="Presets")
         add("import_preset", "Import preset file\u2026", self.preset_bar.import_file, menu="Presets")
         add("device_check", "Device check", lambda: self.run_device_check(show=True), menu="Tools")
         add("settings", "Settings\u2026", self.open_settings, menu="Tools")
         add("log", "View log", self.open_log, menu="Tools")
+        self.local_api.register(add)
         self.commands.attach(self.generate_button, "generate")
         self.commands.attach(self.cancel_button, "cancel")
 
@@ -718,10 +724,14 @@ class StudioApp:
         )
 
     def close(self) -> None:
+        if not self.projects.confirm_leave():  # a render or export is running and the user keeps it
+            return
         self.save_state()
         if self.job is not None:
             self.job.cancel.set()
         self.results.reset_player()
+        self.local_api.close()
+        self.projects.shutdown()
         self.worker.close()
         for pending in self.root.tk.splitlist(self.root.tk.call("after", "info")):
             self.root.after_cancel(pending)  # nothing of this window may fire after it is gone

@@ -118,6 +118,8 @@ class AppSettings:
     streaming: bool = False
     countdown: int = 3  # seconds before recording starts
     theme: str = "clam"
+    local_api: bool = False  # Tools → Local API was on when the app last ran: start it again
+    local_api_port: int = 8020  # 0: any free port
 
     @classmethod
     def from_dict(cls, data: dict) -> AppSettings:
