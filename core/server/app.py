@@ -8,8 +8,9 @@ request becomes one :class:`core.api.SynthesisRequest` and one ``engine.synthesi
 <key>``. Errors are OpenAI-style JSON ``{"error": {"message", "type", "param", "code"}}`` with one clear line.
 
 Audio is streamed: the first segment's bytes go out as soon as the engine has rendered it (a text of one segment
-comes as a complete file). Nothing here blocks the event loop: the engine runs on one thread per job, which
-hands segments over through an asyncio queue.
+comes as a complete file). Nothing here blocks the event loop: the jobs run one after another on one long-lived
+worker thread (a fresh thread per job would pay torch's per-thread warm-up every time, about doubling a short
+job), which hands segments over through an asyncio queue.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import hmac
 import json
 import logging
+import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -227,7 +229,7 @@ def _setting_error(exc: SettingError) -> ApiError:
 
 
 class _Job:
-    """One API synthesis on its own thread; segments, the result or the error arrive on ``items``."""
+    """One API synthesis, run by the service's worker; segments, the result or the error arrive on ``items``."""
 
     def __init__(self, service: SpeechService, job: SpeechJob, ticket: Ticket, stream: bool) -> None:
         self.service, self.job, self.ticket = service, job, ticket
@@ -235,7 +237,6 @@ class _Job:
         self.loop = asyncio.get_running_loop()
         self.items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.stream = stream
-        self.thread = threading.Thread(target=self._run, name=f"indextts-api-job-{ticket.info.id}", daemon=True)
 
     def _put(self, kind: str, value: Any) -> None:
         try:
@@ -243,7 +244,7 @@ class _Job:
         except RuntimeError:  # the server's loop is gone (shutdown): nobody is listening any more
             self.cancel.set()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         try:
             with self.ticket:
                 result = self.service.engine.synthesize(
@@ -294,6 +295,8 @@ class SpeechService:
         self.gate = gate or JobGate(limits.max_waiting)
         self._jobs: set[_Job] = set()
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self.closed = False
 
     @property
@@ -317,25 +320,37 @@ class SpeechService:
             raise ApiError(429, str(exc), kind="rate_limit_error", code="queue_full",
                            headers={"Retry-After": str(exc.retry_after)}) from None
         running = _Job(self, job, ticket, stream)
-        with self._lock:
+        with self._lock:  # stop_jobs takes the lock too: a job is queued before the worker's end, or refused
+            if self.closed:
+                ticket.withdraw()
+                raise ApiError(503, "The server is stopping.", kind="server_error")
             self._jobs.add(running)
-        running.thread.start()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="indextts-api-worker", daemon=True)
+                self._worker.start()
+            self._queue.put(running)
         return running
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job.run()
 
     def _forget(self, job: _Job) -> None:
         with self._lock:
             self._jobs.discard(job)
 
-    def stop_jobs(self, timeout: float = 30.0) -> list[threading.Thread]:
-        """Cancel every job and wait for their threads; the threads still alive after ``timeout``."""
-        self.closed = True
+    def stop_jobs(self, timeout: float = 30.0) -> threading.Thread | None:
+        """Cancel every job and end the worker; the worker thread when it is still alive after ``timeout``."""
         with self._lock:
-            jobs = list(self._jobs)
+            self.closed = True
+            jobs, worker = list(self._jobs), self._worker
+            self._queue.put(None)
         for job in jobs:
             job.cancel.set()
-        for job in jobs:
-            job.thread.join(timeout)
-        return [job.thread for job in jobs if job.thread.is_alive()]
+        if worker is None:
+            return None
+        worker.join(timeout)
+        return worker if worker.is_alive() else None
 
 
 # ---------------------------------------------------------------------------------------------- streaming
