@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..api import SAMPLE_RATE, Cancelled, EngineError, Progress
+from ..audio_formats import FILE_FORMATS, FORMATS, AudioFormat, AudioWriter
 from ..cli import write_atomic
 from .importers import srt_stamp
 from .model import Chapter, Line, Project, Take
 
-AUDIO_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".mp3": ("MP3", "MPEG_LAYER_III"),
-                 ".opus": ("OGG", "OPUS")}
+AUDIO_FORMATS = {FORMATS[name].extension: FORMATS[name] for name in FILE_FORMATS}  # one encoder for every writer
 EXTENSIONS = (*AUDIO_FORMATS, ".m4b", ".srt", ".vtt", ".csv")
-OPUS_RATE = 48000  # Opus runs at 48 kHz (8/12/16/24/48 only): the 22050 Hz takes are resampled for it
 CHUNK = 1 << 16
 
 
@@ -181,20 +180,10 @@ def _silence(n: int) -> Iterator[np.ndarray]:
         n -= k
 
 
-def _write_soundfile(tmp: Path, fmt: str, subtype: str, tl: Timeline, chunks: Iterator[np.ndarray]) -> None:
-    import soundfile as sf
-
-    rate = OPUS_RATE if subtype == "OPUS" else tl.sample_rate
-    stream = None
-    if rate != tl.sample_rate:
-        import soxr
-
-        stream = soxr.ResampleStream(tl.sample_rate, rate, 1, dtype="int16", quality="HQ")
-    with sf.SoundFile(str(tmp), "w", rate, 1, format=fmt, subtype=subtype) as fh:
+def _write_soundfile(tmp: Path, fmt: AudioFormat, tl: Timeline, chunks: Iterator[np.ndarray]) -> None:
+    with AudioWriter(tmp, fmt, tl.sample_rate) as out:  # Opus: resampled to its 48 kHz
         for chunk in chunks:
-            fh.write(stream.resample_chunk(chunk) if stream is not None else chunk)
-        if stream is not None:
-            fh.write(stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True))
+            out.write(chunk)
 
 
 def _write_m4b(tmp: Path, project: Project, tl: Timeline, chunks: Iterator[np.ndarray]) -> None:
@@ -323,7 +312,7 @@ def export(project: Project, out: str | Path, *, chapters: Sequence[int] | None 
             if ext == ".m4b":
                 _write_m4b(tmp, project, tl, chunks)
             else:
-                _write_soundfile(tmp, *AUDIO_FORMATS[ext], tl, chunks)
+                _write_soundfile(tmp, AUDIO_FORMATS[ext], tl, chunks)
     else:
         if ext == ".csv":
             extra = _write_lines(out, tl, overwrite, cancel)

@@ -1,8 +1,8 @@
 """Encoding int16 mono speech for HTTP responses: whole files, and streams that grow segment by segment.
 
 Formats (OpenAI's names): ``wav``, ``mp3`` (constant bit rate), ``flac``, ``opus`` (Ogg Opus) and ``pcm``
-(raw signed 16-bit little-endian samples, no header). Everything is at the engine's 22050 Hz except Opus, which
-has no 22.05 kHz mode: it is resampled (soxr) to 24 kHz, the nearest rate Opus carries.
+(raw signed 16-bit little-endian samples, no header), from the one table and encoder of :mod:`core.audio_formats`
+(Opus resampled to 48 kHz, everything else at the engine's 22050 Hz).
 
 A :class:`StreamEncoder` turns chunks into bytes that can be sent at once: WAV gets a header with "unknown
 length" sizes, MP3 drops the placeholder Info frame the encoder only fills in at the end, FLAC's stream info
@@ -14,61 +14,17 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..api import SAMPLE_RATE
+from ..audio_formats import FORMATS, OPUS_RATE, AudioFormat, encode, open_soundfile
+from ..audio_formats import as_int16 as _as_int16
 
-OPUS_RATE = 24000
-_MP3_QUALITY = 0.5  # libsndfile compression level for MP3: about 80 kbit/s at 22050 Hz
+__all__ = ["FORMATS", "OPUS_RATE", "AudioFormat", "StreamEncoder", "encode", "wav_stream_header"]
+
 # MPEG-2 layer III bit rates (kbit/s) by header index: the engine's 22050 Hz is an MPEG-2 rate.
 _MPEG2_L3_KBPS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
-
-
-@dataclass(frozen=True)
-class AudioFormat:
-    name: str
-    media_type: str
-    sample_rate: int
-    container: str | None = None  # libsndfile format, None for the hand-made wav stream / raw pcm
-    subtype: str | None = None
-
-
-FORMATS: dict[str, AudioFormat] = {
-    "mp3": AudioFormat("mp3", "audio/mpeg", SAMPLE_RATE, "MP3", "MPEG_LAYER_III"),
-    "opus": AudioFormat("opus", "audio/ogg; codecs=opus", OPUS_RATE, "OGG", "OPUS"),
-    "flac": AudioFormat("flac", "audio/flac", SAMPLE_RATE, "FLAC", "PCM_16"),
-    "wav": AudioFormat("wav", "audio/wav", SAMPLE_RATE, "WAV", "PCM_16"),
-    "pcm": AudioFormat("pcm", "audio/pcm", SAMPLE_RATE),
-}
-
-
-def _open(fmt: AudioFormat, buf: io.BytesIO):
-    import soundfile as sf
-
-    extra = {"bitrate_mode": "CONSTANT", "compression_level": _MP3_QUALITY} if fmt.name == "mp3" else {}
-    return sf.SoundFile(buf, "w", fmt.sample_rate, 1, fmt.subtype, format=fmt.container, **extra)
-
-
-def _as_int16(audio: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(audio, dtype=np.int16).reshape(-1))
-
-
-def encode(audio: np.ndarray, name: str) -> bytes:
-    """A complete file of int16 mono ``audio`` (22050 Hz) in the format ``name``."""
-    fmt = FORMATS[name]
-    pcm = _as_int16(audio)
-    if fmt.container is None:
-        return pcm.astype("<i2").tobytes()
-    if fmt.sample_rate != SAMPLE_RATE:
-        import soxr
-
-        pcm = soxr.resample(pcm, SAMPLE_RATE, fmt.sample_rate, quality="HQ")
-    buf = io.BytesIO()
-    with _open(fmt, buf) as out:
-        out.write(pcm)
-    return buf.getvalue()
 
 
 def wav_stream_header(sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -99,17 +55,18 @@ class StreamEncoder:
         self._sent = 0
         self._resampler = None
         self._skip = 0  # MP3: bytes of the placeholder Info frame, dropped once it has been written
+        rate = self.format.rate_for(SAMPLE_RATE)
         if self.format.container is not None and self.format.name != "wav":
             self._buf = io.BytesIO()
-            self._file = _open(self.format, self._buf)
-        if self.format.sample_rate != SAMPLE_RATE:
+            self._file = open_soundfile(self._buf, self.format, rate)
+        if rate != SAMPLE_RATE:
             import soxr
 
-            self._resampler = soxr.ResampleStream(SAMPLE_RATE, self.format.sample_rate, 1, dtype="int16")
+            self._resampler = soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="int16")
         self._started = False
 
     def header(self) -> bytes:
-        return wav_stream_header(self.format.sample_rate) if self.format.name == "wav" else b""
+        return wav_stream_header(self.format.rate_for(SAMPLE_RATE)) if self.format.name == "wav" else b""
 
     def feed(self, audio: np.ndarray) -> bytes:
         pcm = _as_int16(audio)
