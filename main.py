@@ -7,6 +7,7 @@
     python main.py models check|download [--dir DIR] [--source hf|modelscope]
     python main.py device               say which device inference would use, after a real test operation
     python main.py project import|render|export ...   multi-line projects (scripts, books, subtitles)
+    python main.py serve [--host H] [--port P] [--voices DIR] [--api-key KEY]   the OpenAI-compatible speech server
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _guard_streams() -> None:
         sys.stderr = io.StringIO()
 
 
-COMMANDS = ("synth", "models", "device", "project")
+COMMANDS = ("synth", "models", "device", "project", "serve")
 
 
 def _window_check(engine: Any) -> int:

@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .project.cli import add_parser as add_project_parser
 
     add_project_parser(sub)
+
+    from .server.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -255,6 +259,10 @@ def run(argv: list[str]) -> int:
             from .project.cli import run as run_project
 
             return run_project(args)
+        if args.command == "serve":
+            from .server.cli import run as run_serve
+
+            return run_serve(args)
         if args.command == "device":
             from .device import device_report
 
