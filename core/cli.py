@@ -26,6 +26,7 @@ from .api import (
     SynthesisRequest,
     SynthesisResult,
 )
+from .audio_formats import AudioWriter, format_for, write_audio
 
 log = logging.getLogger("core.cli")
 
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text", help="text to speak (or --text-file)")
     s.add_argument("--text-file", help="UTF-8 text file to speak")
     s.add_argument("--voice", help="reference clip of the voice to clone")
-    s.add_argument("--out", help="output WAV path")
+    s.add_argument("--out", help="output file: .wav, .flac, .mp3 or .opus (the extension picks the format)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--batch", help="JSONL file: one job per line with text, voice, out and optional emotion keys")
     s.add_argument("--emo-audio", help="emotion reference clip")
@@ -412,6 +413,10 @@ def _synth(a: argparse.Namespace) -> int:
             raise EngineError(where + str(exc)) from None
         if out.exists() and not overwrite:
             raise EngineError(f"{where}{out} already exists; choose another name or pass --overwrite.")
+        try:
+            format_for(out)
+        except EngineError as exc:
+            raise EngineError(where + str(exc)) from None
         folder = out.resolve().parent
         if not folder.is_dir():
             raise EngineError(f"{where}Output folder {folder} does not exist.")
@@ -440,7 +445,7 @@ def _synth(a: argparse.Namespace) -> int:
         for w in result.warnings:
             print(f"warning: {where}{w}", file=sys.stderr)
         if not a.stream:
-            write_wav_atomic(out, result.audio, result.sample_rate, overwrite=overwrite)
+            write_audio(out, result.audio, result.sample_rate, overwrite=overwrite)
         if not a.quiet:
             first = f" (first audio after {result.timings['first_audio']:.1f} s)" if a.stream else ""
             print(f"wrote {out}: {result.duration:.2f} s of audio in {result.timings.get('total', 0):.1f} s{first}")
@@ -452,15 +457,12 @@ def _synth_streamed(engine, request: SynthesisRequest, out: Path, overwrite: boo
     """``synth --stream``: each chunk is appended to a temporary WAV next to ``out`` as soon as it is final; when
     the synthesis ends its header is completed and it is renamed to ``out`` (write_atomic). On any failure the
     temporary file is removed, so nothing half-written ever stands under ``out``."""
-    import soundfile as sf
-
     results: list[SynthesisResult] = []
 
     def write(tmp: Path) -> None:
-        with sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as wav:
+        with AudioWriter(tmp, format_for(out), SAMPLE_RATE) as audio_file:
             def on_chunk(chunk: AudioChunk) -> None:
-                wav.write(chunk.audio)
-                wav.flush()
+                audio_file.write(chunk.audio)
 
             results.append(engine.synthesize(request, on_progress=bar, cancel=cancel, on_chunk=on_chunk))
 

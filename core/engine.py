@@ -13,10 +13,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .models import ModelPaths
 from .pipeline import Pipeline, build_pipeline, resolve_paths
 from .streaming import STREAM_BEAMS_WARNING, ChunkFeed, StreamPlan
 from .voice_cache import VoiceCache, clip_key
+
+if TYPE_CHECKING:
+    from .text.normalizer import Glossary
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,15 @@ class _Job:
             self.warnings.append(message)
 
 
+def _glossary(source: str | Path | Glossary | None) -> dict[str, str | Mapping[str, str]]:
+    from .text.normalizer import GlossaryError, glossary_entries
+
+    try:
+        return glossary_entries(source)
+    except GlossaryError as exc:
+        raise EngineError(f"The pronunciation dictionary cannot be used: {exc}.") from exc
+
+
 def _text_errors() -> tuple[type[Exception], ...]:
     from .text import TextError
     from .text.fst import GrammarError
@@ -134,8 +146,10 @@ def _text_errors() -> tuple[type[Exception], ...]:
 class Engine:
     """IndexTTS2 inference. Thread-safe: one job at a time holds the models (the GUI runs jobs in a worker)."""
 
-    def __init__(self, cache_dir: str | Path | None = None, *, pipeline: Pipeline | None = None) -> None:
+    def __init__(self, cache_dir: str | Path | None = None, *, pipeline: Pipeline | None = None,
+                 glossary: str | Path | Glossary | None = None) -> None:
         self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._glossary = _glossary(glossary)  # the user's pronunciation dictionary, over the model folder's
         self._lock = threading.RLock()
         self._pipeline: Pipeline | None = None
         self.device_choice: DeviceChoice | None = None
@@ -190,7 +204,22 @@ class Engine:
     def _adopt(self, pipeline: Pipeline) -> None:
         if pipeline.voices is None:
             pipeline.voices = VoiceCache(self._cache_dir, pipeline.fingerprint, pipeline.device)
+        pipeline.frontend.normalizer.set_user_glossary(self._glossary)
         self._pipeline = pipeline
+
+    def set_glossary(self, glossary: str | Path | Glossary | None) -> None:
+        """Use this pronunciation dictionary (a glossary YAML file or ``term -> reading`` entries, see
+        :func:`core.text.normalizer.load_glossary`) over the model folder's ``glossary.yaml``, from the next job on."""
+        entries = _glossary(glossary)
+        with self._lock:
+            self._glossary = entries
+            if self._pipeline is not None:
+                self._pipeline.frontend.normalizer.set_user_glossary(entries)
+
+    def glossary_terms(self, text: str) -> dict[str, str | Mapping[str, str]]:
+        """The glossary entries (model folder's and user's) that apply to ``text``: what a cached result of this
+        text depends on besides the text itself."""
+        return self.pipeline.frontend.normalizer.terms_in(text)
 
     # ------------------------------------------------------------------------------------------- text
 

@@ -191,7 +191,10 @@ class Project:
         self.notices: list[str] = []  # said once on open (backup used, read-only because open elsewhere, ...)
         self.lock = threading.RLock()
         self._listeners: list[Listener] = []
-        self._keys: dict[str, tuple[str, str, str, str]] = {}  # line id -> (model, voice, emotion clip, key)
+        self._keys: dict[str, tuple[str, str, str, str, str]] = {}  # id -> (model, voice, emo clip, terms, key)
+        # The engine's glossary_terms (set by the render queue or a GUI through use_glossary): take keys then hold
+        # the pronunciation entries each line uses, so changing one reading makes exactly its lines stale.
+        self._glossary_terms: Callable[[str], Mapping[str, Any]] | None = None
         self._clips: dict[str, _Clip] = {}
         self._file_lock: ProjectLock | None = None
         self._index: dict[str, int] | None = None
@@ -496,17 +499,26 @@ class Project:
         emo = ""
         if line.emotion.mode == "audio" and line.emotion.audio is not None:
             emo = self.clip_digest(self._resolve(line.emotion.audio), "emotion")
+        found = self._glossary_terms(line.text) if self._glossary_terms is not None else {}
+        terms = json.dumps(found, sort_keys=True, ensure_ascii=False) if found else ""
         cached = self._keys.get(line.id)
-        if cached is not None and cached[:3] == (model, voice, emo):
-            return cached[3]
+        if cached is not None and cached[:4] == (model, voice, emo, terms):
+            return cached[4]
         emotion = line.emotion.to_dict()
         if emo:
             emotion["audio"] = emo
         payload = {"v": KEY_VERSION, "text": line.text, "voice": voice, "emotion": emotion,
                    "settings": _changed_settings(self.effective_settings(line)), "model": model}
+        if found:  # only then: takes of lines without glossary terms keep their keys
+            payload["glossary"] = found
         key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        self._keys[line.id] = (model, voice, emo, key)
+        self._keys[line.id] = (model, voice, emo, terms, key)
         return key
+
+    def use_glossary(self, terms: Callable[[str], Mapping[str, Any]] | None) -> None:
+        """``terms(text)``: the glossary entries that apply to a text (``Engine.glossary_terms``); None: none."""
+        with self.lock:
+            self._glossary_terms = terms
 
     def _resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else self.folder / path

@@ -133,16 +133,36 @@ def load_glossary(path: str | Path) -> dict[str, str | dict[str, str]]:
     return glossary
 
 
+Glossary = Mapping[str, str | Mapping[str, str]]
+
+
+def glossary_entries(source: str | Path | Glossary | None) -> dict[str, str | Mapping[str, str]]:
+    """Glossary entries from a YAML file (:func:`load_glossary`), a mapping (kept as given) or None (none)."""
+    if source is None:
+        return {}
+    return dict(load_glossary(source) if isinstance(source, (str, Path)) else source)
+
+
 class TextNormalizer:
     """IndexTTS-2's normaliser. Grammars are loaded on first use and shared by all instances of the process."""
 
     def __init__(self, glossary: Mapping[str, str | Mapping[str, str]] | None = None, fst_dir: Path | None = None):
-        self.glossary = dict(glossary or {})
         self.fst_dir = fst_dir
+        self._model_glossary = dict(glossary or {})
+        self.set_user_glossary({})
+
+    def set_user_glossary(self, entries: Mapping[str, str | Mapping[str, str]]) -> None:
+        """Use the user's pronunciation dictionary on top of the glossary given at construction (a user entry
+        replaces a model entry for the same term)."""
+        self.glossary = {**self._model_glossary, **entries}
         self._glossary_patterns = [
             (re.compile(re.escape(term), re.IGNORECASE), term, self.glossary[term])
             for term in sorted(self.glossary, key=len, reverse=True)
         ]
+
+    def terms_in(self, text: str) -> dict[str, str | Mapping[str, str]]:
+        """The glossary entries whose term occurs in ``text`` (what a change of the glossary can affect)."""
+        return {term: value for pattern, term, value in self._glossary_patterns if pattern.search(text)}
 
     def apply_glossary(self, text: str, lang: str) -> str:
         """Case-insensitive literal replacement, longest term first (upstream ``apply_glossary_terms``)."""
