@@ -3,18 +3,24 @@
 A take is written to ``takes/<line-id>-<n>.wav`` through a temp file, fsync and rename, and only then recorded
 in ``project.json`` (saved durably too), so at any moment of a crash the project names only complete takes:
 rendering again resumes at the first line without one. The queue runs in the caller's thread (a GUI calls it
-from its worker); ``cancel`` stops it within one engine step, ``on_progress`` and ``on_line`` report as it goes.
+from its worker); each finished take is written and recorded by one helper thread while the engine renders the
+next line, so ``on_line``, ``on_progress`` and the project's ``status`` events come from either thread (a GUI
+hands them to its own). ``cancel`` stops the queue within one engine step.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from ..api import Cancelled, Emotion, EngineError, EngineProtocol, Progress, SynthesisRequest
 from ..cli import write_wav_atomic
@@ -32,7 +38,8 @@ class TakeWriteError(EngineError):
 
 @dataclass
 class RenderProgress:
-    """Where the queue is: ``done`` of ``total`` lines to render, the current line and its own progress."""
+    """Where the queue is: ``done`` of ``total`` lines through the engine (rendered or failed), the current line
+    and its own progress. Reported from the thread that called :func:`render`, in order."""
 
     done: int
     total: int
@@ -123,13 +130,18 @@ class _Queue:
         self.report = RenderReport()
         self.t0 = time.perf_counter()
         self.total = 0
+        self.through = 0  # lines the engine has finished with (rendered or failed), for progress
         self.tried: set[str] = set()
+        # One take is written (fsync, project.json) while the engine renders the next line: the queue's own time
+        # hides behind the synthesis. At most one write is in flight, in line order.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="take-writer")
+        self.pending: Future[None] | None = None
 
     def progress(self, line_id: str | None, index: int, within: float, stage: str) -> None:
         if self.on_progress is None:
             return
         r = self.report
-        done = r.rendered + len(r.failed)
+        done = self.through
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - done) if done else None
         rtf = r.engine_seconds / r.audio_seconds if r.audio_seconds else None
@@ -139,23 +151,38 @@ class _Queue:
         only = list(only) if only is not None else None
         todo, self.report.current, self.report.locked = plan(self.project, self.model, only)
         self.total = len(todo)
-        for _ in range(MAX_PASSES):
-            for line_id in todo:
-                if self.cancel is not None and self.cancel.is_set():
-                    self.report.cancelled = True
+        try:
+            for _ in range(MAX_PASSES):
+                for line_id in todo:
+                    if self.cancel is not None and self.cancel.is_set():
+                        self.report.cancelled = True
+                        break
+                    self.tried.add(line_id)
+                    if not self.step(line_id):
+                        break
+                self.drain()
+                if self.report.cancelled:
                     break
-                self.tried.add(line_id)
-                if not self.step(line_id):
+                todo = [i for i in plan(self.project, self.model, only)[0] if i not in self.tried]
+                if not todo:
                     break
-            if self.report.cancelled:
-                break
-            todo = [i for i in plan(self.project, self.model, only)[0] if i not in self.tried]
-            if not todo:
-                break
-            self.total += len(todo)
+                self.total += len(todo)
+        finally:
+            self.drain(quiet=sys.exc_info()[0] is not None)  # an error in flight wins over a write error
+            self.writer.shutdown()
         self.report.seconds = time.perf_counter() - self.t0
         self.progress(None, -1, 0.0, "Cancelled" if self.report.cancelled else "Done")
         return self.report
+
+    def drain(self, quiet: bool = False) -> None:
+        """Wait for the take being written (its TakeWriteError, if any, stops the queue)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            if quiet:
+                if pending.exception() is not None:
+                    log.error("a take could not be written: %s", pending.exception())
+                return
+            pending.result()
 
     def step(self, line_id: str) -> bool:
         """Render one line; False when the queue must stop (cancelled)."""
@@ -190,19 +217,30 @@ class _Queue:
             self.fail(line_id, index, str(exc), t)
             return True
         engine_seconds = time.perf_counter() - t_engine
-        take = self.record(line_id, key, request.settings.seed or 0, result.audio, result.sample_rate,
-                           engine_seconds)
+        self.through += 1
+        self.progress(line_id, index, 0.0, "Line done")
+        self.drain()  # the previous take is on disk and recorded before this one is handed over
+        self.pending = self.writer.submit(self.finish, line_id, key, request.settings.seed or 0, result.audio,
+                                          result.sample_rate, engine_seconds, t)
+        return True
+
+    def finish(self, line_id: str, key: str, seed: int, audio: np.ndarray, sample_rate: int, engine_seconds: float,
+               t: float) -> None:
+        """In the writer thread, while the engine renders the next line: write and record the take, report it."""
+        take = self.record(line_id, key, seed, audio, sample_rate, engine_seconds)
         if take is None:
-            return True
+            return
+        p = self.project
         self.report.rendered += 1
         self.report.engine_seconds += engine_seconds
         self.report.audio_seconds += take.duration
-        line = p.line(line_id)
-        self.done(LineResult(line_id, p.index_of(line_id), "rendered", take, None, engine_seconds,
-                             time.perf_counter() - t, line.overrun))
-        return True
+        with p.lock:
+            index, overrun = p.index_of(line_id), p.line(line_id).overrun
+        self.done(LineResult(line_id, index, "rendered", take, None, engine_seconds, time.perf_counter() - t,
+                             overrun))
 
-    def record(self, line_id: str, key: str, seed: int, audio, sample_rate: int, engine_seconds: float) -> Take | None:
+    def record(self, line_id: str, key: str, seed: int, audio: np.ndarray, sample_rate: int,
+               engine_seconds: float) -> Take | None:
         """Write the take file, then record it (the file is complete before project.json names it)."""
         p = self.project
         with p.lock:
@@ -237,6 +275,7 @@ class _Queue:
         return take
 
     def fail(self, line_id: str, index: int, message: str, t: float) -> None:
+        self.drain()  # lines are reported in order
         p = self.project
         log.warning("line %s failed: %s", line_id, message)
         with p.lock:
@@ -245,12 +284,13 @@ class _Queue:
         p.emit("status", [line_id])
         result = LineResult(line_id, index, "failed", None, message, 0.0, time.perf_counter() - t)
         self.report.failed.append(result)
+        self.through += 1
         self.done(result)
+        self.progress(line_id, index, 0.0, "Line failed")
 
     def done(self, result: LineResult) -> None:
         if self.on_line is not None:
             self.on_line(result)
-        self.progress(result.line_id, result.index, 0.0, "Line done")
 
 
 def _emotion(project: Project, line: Line) -> Emotion:
@@ -282,7 +322,6 @@ def render(project: Project, engine: EngineProtocol, *, only: Iterable[str] | No
         raise EngineError(f"The project {project.folder} is open read-only; it cannot be rendered here.")
     if not engine.loaded:
         raise EngineError("The models are not loaded yet; load them before rendering the project.")
-    project.use_glossary(getattr(engine, "glossary_terms", None))  # takes follow the pronunciation dictionary
     return _Queue(project, engine, cancel, on_progress, on_line).run(only)
 
 

@@ -166,7 +166,7 @@ def save(project: Project) -> None:
     if project.read_only:
         raise EngineError(f"The project {project.folder} is open read-only; changes cannot be saved.")
     folder = project.folder
-    data = (json.dumps(project.to_dict(), ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    data = dumps(project.to_dict()).encode("utf-8")
     main = folder / PROJECT_FILE
     if main.exists():
         _backup(main, folder / BACKUP_FILE)
@@ -174,6 +174,19 @@ def save(project: Project) -> None:
         tmp.write_bytes(data)
 
     write_atomic(main, write, overwrite=True, durable=True)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """The project as readable JSON: the top-level fields indented, one line of JSON per project line (fast: the
+    C encoder serialises each line; a book of thousands of lines saves in milliseconds)."""
+    head = {k: v for k, v in data.items() if k != "lines"}
+    text = json.dumps(head, ensure_ascii=False, indent=1)
+    rows = ",\n  ".join(map(_ENCODE, data["lines"]))
+    body = f'"lines": [\n  {rows}\n ]' if rows else '"lines": []'
+    return f"{text[:-2]},\n {body}\n}}\n"
 
 
 def _backup(main: Path, backup: Path) -> None:
