@@ -21,16 +21,19 @@ from test_e2e import close
 
 from core.api import SAMPLE_RATE, join_segments
 from core.audio import load_speaker_audio
-from core.bigvgan import BigVGAN
-from core.campplus import CAMPPlus
-from core.codec_v25 import EnhancedCodec, EnhancedCodecConfig
-from core.config import load_config
-from core.features import campplus_input, mel_spectrogram
-from core.gpt import GenerationConfig, UnifiedVoice
-from core.gpt.emotion import EmotionMatrices, blend_emovec, scale_emo_weights
+from core.gpt import GenerationConfig
+from core.gpt.emotion import blend_emovec, scale_emo_weights
 from core.gpt.generate import generate
-from core.s2mel.v25 import S2MelV25, target_length
-from core.text.v25 import V25TextFrontend, lang_index
+from core.pipeline_v25 import (
+    V25Paths,
+    V25Pipeline,
+    detect_version,
+    mel_and_style,
+    segment_mel,
+    speaker_conditioning,
+)
+from core.s2mel.v25 import target_length
+from core.text.v25 import lang_index
 from core.text.v25_vocab import VOCAB_FILE
 
 CASES = json.loads(ref("v2_5", "e2e", "cases.json").read_text(encoding="utf-8"))
@@ -40,39 +43,22 @@ def _file(name: str) -> Path:
     return (ref("v2_5", "e2e") / CASES["checkpoints"][name]["path"]).resolve()
 
 
-class Models:
-    def __init__(self) -> None:
-        cfg = load_config(ref("v2_5", "e2e", "config.yaml"))
-        self.cfg = cfg
-        self.text = V25TextFrontend(_file(VOCAB_FILE))
-        self.gpt = UnifiedVoice.from_checkpoint(_file("gpt.pth"), cfg.require("gpt"), campplus=True)
-        codec_cfg = EnhancedCodecConfig(**vars(cfg.require("semantic_codec")))
-        self.codec = EnhancedCodec.from_file(_file("codec.pth"), codec_cfg)
-        self.s2mel = S2MelV25.from_checkpoint(_file("s2mel.pth"), cfg.require("s2mel"))
-        self.campplus = CAMPPlus.from_checkpoint(_file("hf_cache/campplus_cn_common.bin")).eval()
-        self.vocoder = BigVGAN.from_pretrained(_file("hf_cache/bigvgan/bigvgan_generator.pt").parent).eval()
-        self.emotions = EmotionMatrices.load(_file("feat1.pt"), _file("feat2.pt"), cfg.emo_num)
+def _paths() -> V25Paths:
+    """The tiny 2.5 model as the goldens name its files (relative to ``v2_5/e2e``)."""
+    return V25Paths(
+        config=ref("v2_5", "e2e", "config.yaml"), gpt=_file("gpt.pth"), codec=_file("codec.pth"),
+        s2mel=_file("s2mel.pth"), vocab=_file(VOCAB_FILE), w2v_stats=_file("wav2vec2bert_stats.pt"),
+        feat1=_file("feat1.pt"), feat2=_file("feat2.pt"), w2v_bert=None,
+        campplus=_file("hf_cache/campplus_cn_common.bin"), bigvgan=_file("hf_cache/bigvgan/config.json").parent,
+    )
 
 
 @pytest.fixture(scope="module")
-def m() -> Models:
-    return Models()
+def m() -> V25Pipeline:
+    return V25Pipeline.load(_paths())
 
 
-def _voice(m: Models, case: dict, g: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ref_mel, style) of the case's speaker clip."""
-    audio = load_speaker_audio(ref("data", "examples", case["inputs"]["spk"]))
-    spec = m.cfg.require("s2mel").preprocess_params
-    sp = spec.spect_params
-    with torch.inference_mode():
-        ref_mel = mel_spectrogram(audio.audio_22k, n_fft=sp.n_fft, win=sp.win_length, hop=sp.hop_length,
-                                  n_mels=sp.n_mels, sr=spec.sr, fmin=sp.fmin, fmax=sp.fmax)
-        style = m.campplus(campplus_input(audio.audio_16k))
-    assert ref_mel.shape[-1] == case["ref_mel_frames"]
-    return ref_mel, style
-
-
-def _emovec(m: Models, case: dict, spk: torch.Tensor, emo: torch.Tensor, style: torch.Tensor,
+def _emovec(m: V25Pipeline, case: dict, spk: torch.Tensor, emo: torch.Tensor, style: torch.Tensor,
             g: dict[str, torch.Tensor]) -> torch.Tensor:
     inputs = case["inputs"]
     with torch.inference_mode():
@@ -93,26 +79,26 @@ def _pcm(wav: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", CASES["cases"], ids=[c["name"] for c in CASES["cases"]])
-def test_e2e_case(m: Models, case: dict) -> None:
+def test_e2e_case(m: V25Pipeline, case: dict) -> None:
     g = load_file(str(ref("v2_5", "e2e", case["file"])))
     inputs = case["inputs"]
     spk = g["spk_cond_emb_x8"].float() / 8
     emo = g["emo_cond_emb_x8"].float() / 8
     assert spk.shape[1] == case["w2v_replacement"]["speaker"]["T"]
 
-    ref_mel, style = _voice(m, case, g)
+    ref_mel, style = mel_and_style(m, load_speaker_audio(ref("data", "examples", inputs["spk"])))
+    assert ref_mel.shape[-1] == case["ref_mel_frames"]
     close(ref_mel, g["ref_mel"], 1e-4, "ref_mel")
     close(style, g["style"], 1e-4, "style")
-    prompt = m.s2mel.prompt_condition(spk, ref_mel.shape[-1])
-    close(prompt, g["prompt_condition"], 1e-4, "prompt_condition")
+    voice = speaker_conditioning(m, spk, style, ref_mel)
+    close(voice.prompt_condition, g["prompt_condition"], 1e-4, "prompt_condition")
     emovec = _emovec(m, case, spk, emo, style, g)
 
     front = case["text_front"]
-    assert m.text.prepare(inputs["text"], inputs["lang"]).split_input == front["text"]
-    segments = m.text.segments(inputs["text"], inputs["lang"], inputs["max_text_tokens_per_segment"])
+    assert m.frontend.prepare(inputs["text"], inputs["lang"]).split_input == front["text"]
+    segments = m.frontend.segments(inputs["text"], inputs["lang"], inputs["max_text_tokens_per_segment"])
     assert [s.text for s in segments] == front["segments"]
     assert len(segments) == len(case["segments_detail"])
-    latent = m.gpt.campplus_latent(style)
     settings = GenerationConfig(do_sample=False, num_beams=1, repetition_penalty=10.0,
                                 max_mel_tokens=inputs["max_mel_tokens"])
     pieces = []
@@ -121,8 +107,8 @@ def test_e2e_case(m: Models, case: dict) -> None:
         assert seg.gpt_input == g[f"seg{i}.text_ids"][0].tolist() == detail["text_ids"]
         lang = lang_index(inputs["lang"])
         assert lang == int(g[f"seg{i}.lang_index"][0]) == detail["lang_index"]
-        close(latent, g[f"seg{i}.speech_conditioning_latent"], 1e-4, f"seg{i}.speech_conditioning_latent")
-        codes, hit_max = generate(m.gpt, seg.gpt_input, latent, emovec, settings, lang=lang)
+        close(voice.spk_latent, g[f"seg{i}.speech_conditioning_latent"], 1e-4, f"seg{i}.speech_conditioning_latent")
+        codes, hit_max = generate(m.gpt, seg.gpt_input, voice.spk_latent, emovec, settings, lang=lang)
         assert codes.tolist() == g[f"seg{i}.codes"][0].tolist(), f"seg{i}.codes"
         assert hit_max == (not detail["stopped_on_stop_token"])
         s_infer = m.codec.decode(codes[None])
@@ -131,7 +117,7 @@ def test_e2e_case(m: Models, case: dict) -> None:
         assert n == int(g[f"seg{i}.target_lengths"].reshape(-1)[0]) == detail["target_length"]
         cond = m.s2mel.target_condition(s_infer, inputs["duration_factor"])
         close(cond, g[f"seg{i}.cond"], 1e-4, f"seg{i}.cond")
-        mel = m.s2mel.mel(prompt, cond, ref_mel, style, noise=g[f"seg{i}.cfm_noise"])
+        mel = segment_mel(m, voice, codes, inputs["duration_factor"], noise=g[f"seg{i}.cfm_noise"])
         close(mel, g[f"seg{i}.vc_target"], 5e-4, f"seg{i}.vc_target")
         with torch.inference_mode():
             wav = m.vocoder(mel)
@@ -147,7 +133,7 @@ def test_e2e_case(m: Models, case: dict) -> None:
     assert diff <= 32, f"wav_int16 max |diff| {diff} LSB > 32"
 
 
-def test_stage_by_stage(m: Models) -> None:
+def test_stage_by_stage(m: V25Pipeline) -> None:
     """Teacher-forced: each stage fed the golden output of the stage before (localises a mismatch)."""
     for case in CASES["cases"]:
         g = load_file(str(ref("v2_5", "e2e", case["file"])))
@@ -164,3 +150,14 @@ def test_stage_by_stage(m: Models) -> None:
             want = torch.clamp(32767 * g[f"seg{i}.bigvgan_out"], -32767.0, 32767.0).to(torch.int32).reshape(-1)
             got = torch.from_numpy(_pcm(wav)).to(torch.int32)
             assert (got - want).abs().max().item() <= 2
+
+
+def test_version_is_told_by_the_files(tmp_path: Path) -> None:
+    for name in ("config.yaml", "gpt.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    assert detect_version(tmp_path) == "2.0"
+    (tmp_path / "codec.pth").write_bytes(b"x")
+    assert detect_version(tmp_path) == "2.0"  # the codec alone is not enough
+    (tmp_path / VOCAB_FILE).write_bytes(b"x")
+    assert detect_version(tmp_path) == "2.5"
+    assert detect_version(ref("data")) == "2.0"
