@@ -37,7 +37,7 @@ from core.server.app import ServerLimits
 from core.server.formats import OPUS_RATE
 from core.server.keys import ensure_key, load_key, resolve_key, rotate_key
 from core.server.runner import LocalServer, ServerError, check_bind, is_loopback
-from core.voices import VoiceCatalog
+from core.voices import VoiceCatalog, read_library
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "test-key-0123456789abcdef"
@@ -608,3 +608,22 @@ def test_key_file_is_private_stable_and_rotates(tmp_path: Path, engine: Engine, 
         assert get(srv, "/health", key=new).status_code == 200
         srv.set_key(KEY)
         assert get(srv, "/health", key=KEY).status_code == 200 and get(srv, "/health", key=new).status_code == 401
+
+
+# ------------------------------------------------------------------------------------------ the voice library
+
+
+def test_core_reads_the_library_the_desktop_writes(tmp_path: Path) -> None:
+    from desktop.voice_library import VoiceLibrary  # the writer (torch- and Tk-free)
+
+    library = VoiceLibrary(tmp_path / "voices")
+    carol = library.add_file("Carol", write_clip(tmp_path / "carol.flac", 1.1, 190.0, seed=7))
+    dave = library.add_audio("Dave", np.zeros(22050, dtype=np.int16) + 100, 22050)
+    library.rename(dave.id, "David")
+    (tmp_path / "voices" / "broken").mkdir()
+    (tmp_path / "voices" / "broken" / "voice.json").write_text("{not json")
+    read = read_library(tmp_path / "voices")
+    assert [(v.id, v.name, v.clip) for v in read] == [(carol.id, "Carol", carol.clip), (dave.id, "David", dave.clip)]
+    catalog = VoiceCatalog(tmp_path / "voices")
+    assert catalog.resolve("David") == dave.clip
+    assert [(e.name, e.duration()) for e in catalog.entries()] == [("Carol", pytest.approx(1.1)), ("David", 1.0)]
