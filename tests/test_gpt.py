@@ -122,11 +122,10 @@ def test_speaker_conditioning_intermediates(model, inputs):
     assert_close("spk latent", out, golden["spk.perceiver.out"])
 
 
-@pytest.mark.parametrize("prefix,feature", [("emo.", "emo_cond_emb"), ("base.", "spk_cond_emb")])
-def test_emotion_conditioning_intermediates(model, inputs, prefix, feature):
-    golden = _golden("conditioning")
+def check_emovec_intermediates(model, features: torch.Tensor, golden: dict[str, torch.Tensor], prefix: str) -> None:
+    """get_emovec on ``features``: every golden ``<prefix>*`` intermediate and the emotion vector."""
     trace: dict[str, torch.Tensor] = {}
-    out = model.get_emovec(inputs[feature], trace=trace)
+    out = model.get_emovec(features, trace=trace)
     names = [k for k in golden if k.startswith(prefix)]
     assert names
     for name in names:
@@ -134,6 +133,11 @@ def test_emotion_conditioning_intermediates(model, inputs, prefix, feature):
         assert key in trace, f"no intermediate for golden {name}"
         assert_close(name, trace[key], golden[name])
     assert_close(prefix + "emovec", out, golden[prefix + "emo_layer_out"])
+
+
+@pytest.mark.parametrize("prefix,feature", [("emo.", "emo_cond_emb"), ("base.", "spk_cond_emb")])
+def test_emotion_conditioning_intermediates(model, inputs, prefix, feature):
+    check_emovec_intermediates(model, inputs[feature], _golden("conditioning"), prefix)
 
 
 def test_merge_emovec_every_alpha(model, inputs):
@@ -226,25 +230,31 @@ def test_every_generation_case_matches(model, meta, gen):
         settings = _case_settings(info, model.cfg.max_mel_tokens)
         trace = DecodeTrace()
         codes, hit_max = generate(model, text, spk, emovec, settings, trace=trace)
-        want = gen[f"{case}.codes"][0]
-        ended = bool(want[-1] == stop)
-        expected_codes = want[:-1] if ended else want
-        assert codes.tolist() == expected_codes.tolist(), f"{case}: codes differ"
-        assert hit_max == (not ended)
-        if f"{case}.step_logits" in gen:
-            got = torch.cat([s[:1] for s in trace.step_logits])
-            diff = (got - gen[f"{case}.step_logits"]).abs().max().item()
-            assert diff <= 5e-4, f"{case}: cached step logits off by {diff:.3e}"
-        if f"{case}.step_top6_tokens" in gen:
-            n = len(trace.top_tokens)
-            assert n == gen[f"{case}.step_top6_tokens"].shape[0], f"{case}: {n} beam steps"
-            assert torch.equal(torch.stack(trace.top_tokens), gen[f"{case}.step_top6_tokens"])
-            assert torch.equal(torch.stack(trace.top_beams), gen[f"{case}.step_top6_beam"])
-            assert torch.equal(torch.stack(trace.next_tokens), gen[f"{case}.step_next_beam_tokens"])
-            assert torch.equal(torch.stack(trace.next_sources), gen[f"{case}.step_next_beam_source"])
-            assert (torch.stack(trace.top_scores) - gen[f"{case}.step_top6_scores"]).abs().max() <= 1e-4
-            assert (torch.stack(trace.next_scores) - gen[f"{case}.step_next_beam_scores"]).abs().max() <= 1e-4
-            assert abs(trace.sequence_score - float(gen[f"{case}.sequence_score"])) <= 1e-4
+        check_decode(case, codes, hit_max, trace, gen, stop)
+
+
+def check_decode(case: str, codes: torch.Tensor, hit_max: bool, trace: DecodeTrace, gen: dict[str, torch.Tensor],
+                 stop: int) -> None:
+    """One decode against generation case ``case``: codes, stop, step logits and (beam) every step's tables."""
+    want = gen[f"{case}.codes"][0]
+    ended = bool(want[-1] == stop)
+    expected_codes = want[:-1] if ended else want
+    assert codes.tolist() == expected_codes.tolist(), f"{case}: codes differ"
+    assert hit_max == (not ended)
+    if f"{case}.step_logits" in gen:
+        got = torch.cat([s[:1] for s in trace.step_logits])
+        diff = (got - gen[f"{case}.step_logits"]).abs().max().item()
+        assert diff <= 5e-4, f"{case}: cached step logits off by {diff:.3e}"
+    if f"{case}.step_top6_tokens" in gen:
+        n = len(trace.top_tokens)
+        assert n == gen[f"{case}.step_top6_tokens"].shape[0], f"{case}: {n} beam steps"
+        assert torch.equal(torch.stack(trace.top_tokens), gen[f"{case}.step_top6_tokens"])
+        assert torch.equal(torch.stack(trace.top_beams), gen[f"{case}.step_top6_beam"])
+        assert torch.equal(torch.stack(trace.next_tokens), gen[f"{case}.step_next_beam_tokens"])
+        assert torch.equal(torch.stack(trace.next_sources), gen[f"{case}.step_next_beam_source"])
+        assert (torch.stack(trace.top_scores) - gen[f"{case}.step_top6_scores"]).abs().max() <= 1e-4
+        assert (torch.stack(trace.next_scores) - gen[f"{case}.step_next_beam_scores"]).abs().max() <= 1e-4
+        assert abs(trace.sequence_score - float(gen[f"{case}.sequence_score"])) <= 1e-4
 
 
 def test_beam_search_capped_before_any_stop(model, meta, gen):

@@ -215,9 +215,9 @@ def test_dit_cfg_batch(model: S2Mel, g: dict[str, torch.Tensor]) -> None:
     _close("dit_cfg.out", out, g["dit_cfg.out"])
 
 
-@pytest.mark.parametrize("steps", CFM_STEPS)
-def test_cfm_inference(model: S2Mel, g: dict[str, torch.Tensor], steps: int) -> None:
-    est = model.cfm.estimator
+def record_cfm(cfm: torch.nn.Module, *args: object, **kwargs: object) -> tuple[torch.Tensor, list[tuple]]:
+    """``cfm.inference(*args, **kwargs)`` with every estimator velocity call recorded as (x, t, v, start)."""
+    est = cfm.estimator
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
     velocity = est.velocity
 
@@ -226,15 +226,22 @@ def test_cfm_inference(model: S2Mel, g: dict[str, torch.Tensor], steps: int) -> 
         calls.append((x.clone(), t.clone(), v.clone(), start))
         return v
 
-    est.velocity = recording  # type: ignore[method-assign]
-    progress: list[tuple[int, int]] = []
+    est.velocity = recording
     try:
-        out = model.cfm.inference(
-            g["cat_condition"], g["dit.in.x_lens"], g["in.ref_mel"], g["in.style"], steps=steps,
-            cfg_rate=META["inference_cfg_rate"], noise=g["cfm.noise_z"], on_step=lambda i, n: progress.append((i, n)),
-        )
+        out = cfm.inference(*args, **kwargs)
     finally:
         del est.velocity
+    return out, calls
+
+
+@pytest.mark.parametrize("steps", CFM_STEPS)
+def test_cfm_inference(model: S2Mel, g: dict[str, torch.Tensor], steps: int) -> None:
+    est = model.cfm.estimator
+    progress: list[tuple[int, int]] = []
+    out, calls = record_cfm(
+        model.cfm, g["cat_condition"], g["dit.in.x_lens"], g["in.ref_mel"], g["in.style"], steps=steps,
+        cfg_rate=META["inference_cfg_rate"], noise=g["cfm.noise_z"], on_step=lambda i, n: progress.append((i, n)),
+    )
     tp = g["in.ref_mel"].shape[-1]
     assert progress == [(i, steps) for i in range(1, steps + 1)]
     assert len(calls) == steps

@@ -9,7 +9,7 @@ import pytest
 import torch
 from reference import ref
 from safetensors.torch import load_file
-from test_s2mel import ATOL, ATOL_CFM, Capture, _close
+from test_s2mel import ATOL, ATOL_CFM, Capture, _close, record_cfm
 
 from core.checkpoints import CheckpointError
 from core.config import S2MelConfig, load_config
@@ -111,22 +111,9 @@ def test_duration_factor(model: S2MelV25, g, case: str):
 
 def _check_cfm(model: S2MelV25, g, case: str, steps: int) -> None:
     """One CFM run from the golden noise, with the x, t and estimator output of every recorded step."""
-    est = model.cfm.estimator
-    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
-    velocity = est.velocity
-
-    def recording(x: torch.Tensor, t: torch.Tensor, ctx: object, start: int = 0) -> torch.Tensor:
-        v = velocity(x, t, ctx, start)
-        calls.append((x.clone(), t.clone(), v.clone(), start))
-        return v
-
-    est.velocity = recording  # type: ignore[method-assign]
     mu = g[f"{case}.cat_condition"]
-    try:
-        out = model.cfm.inference(mu, torch.tensor([mu.shape[1]]), g["in.ref_mel"], g["in.style"], steps=steps,
-                                  cfg_rate=0.7, noise=g[f"{case}.cfm_noise_z"])
-    finally:
-        del est.velocity
+    out, calls = record_cfm(model.cfm, mu, torch.tensor([mu.shape[1]]), g["in.ref_mel"], g["in.style"], steps=steps,
+                            cfg_rate=0.7, noise=g[f"{case}.cfm_noise_z"])
     prefix = f"{case}.cfm{steps}."
     _close(prefix + "out", out, g[prefix + "out"], ATOL_CFM)
     assert len(calls) == steps
