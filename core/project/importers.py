@@ -254,7 +254,7 @@ def _blocks(text: str) -> Iterator[list[str]]:
         yield block
 
 
-def _srt_cues(text: str, problems: list[str]) -> list[_Cue]:
+def _srt_cues(text: str, problems: list[tuple[int, str]]) -> list[_Cue]:
     cues = []
     for ordinal, block in enumerate(_blocks(text), 1):
         number = int(block[0]) if block[0].isdigit() else ordinal
@@ -262,18 +262,18 @@ def _srt_cues(text: str, problems: list[str]) -> list[_Cue]:
         body = block[2:] if block[0].isdigit() else block[1:]
         m = _SRT_TIME.match(timing)
         if m is None:
-            problems.append(f"cue {number} has no valid time line ('00:00:01,000 --> 00:00:02,500'); "
-                            f"found {timing[:40]!r}")
+            problems.append((number, f"cue {number} has no valid time line ('00:00:01,000 --> 00:00:02,500'); "
+                                     f"found {timing[:40]!r}"))
             continue
         g = m.groups()
         cues.append(_Cue(number, _ms(*g[:4]), _ms(*g[4:]), " ".join(body)))
     return cues
 
 
-def _vtt_cues(text: str, problems: list[str]) -> list[_Cue]:
+def _vtt_cues(text: str, problems: list[tuple[int, str]]) -> list[_Cue]:
     blocks = list(_blocks(text))
     if not blocks or not blocks[0][0].startswith("WEBVTT"):
-        problems.append("the file does not start with WEBVTT")
+        problems.append((0, "the file does not start with WEBVTT"))
         return []
     cues = []
     for ordinal, block in enumerate(blocks[1:], 1):
@@ -281,12 +281,12 @@ def _vtt_cues(text: str, problems: list[str]) -> list[_Cue]:
             continue
         timing_at = 0 if "-->" in block[0] else 1
         if timing_at >= len(block):
-            problems.append(f"cue {ordinal} has no time line ('00:01.000 --> 00:02.500')")
+            problems.append((ordinal, f"cue {ordinal} has no time line ('00:01.000 --> 00:02.500')"))
             continue
         m = _VTT_TIME.match(block[timing_at])
         if m is None:
-            problems.append(f"cue {ordinal} has no valid time line ('00:01.000 --> 00:02.500'); "
-                            f"found {block[timing_at][:40]!r}")
+            problems.append((ordinal, f"cue {ordinal} has no valid time line ('00:01.000 --> 00:02.500'); "
+                                      f"found {block[timing_at][:40]!r}"))
             continue
         body = " ".join(block[timing_at + 1:])
         voice = _VOICE.match(body)
@@ -295,36 +295,37 @@ def _vtt_cues(text: str, problems: list[str]) -> list[_Cue]:
     return cues
 
 
-def _timed_lines(cues: list[_Cue], problems: list[str], source: str, speaker: str) -> Imported:
+def _timed_lines(cues: list[_Cue], problems: list[tuple[int, str]], source: str, speaker: str) -> Imported:
     lines: list[Line] = []
     speakers: dict[str, None] = {}
     previous: _Cue | None = None
     for cue in cues:
         said = " ".join(_TAG.sub("", cue.text).split())
         if cue.end_ms <= cue.start_ms:
-            problems.append(f"cue {cue.number} ends ({_stamp(cue.end_ms)}) before it starts ({_stamp(cue.start_ms)})")
+            problems.append((cue.number, f"cue {cue.number} ends ({_stamp(cue.end_ms)}) before it starts "
+                                         f"({_stamp(cue.start_ms)})"))
         elif previous is not None and cue.start_ms < previous.end_ms:
-            problems.append(f"cue {cue.number} starts at {_stamp(cue.start_ms)}, before cue {previous.number} ends "
-                            f"({_stamp(previous.end_ms)})")
+            problems.append((cue.number, f"cue {cue.number} starts at {_stamp(cue.start_ms)}, before cue "
+                                         f"{previous.number} ends ({_stamp(previous.end_ms)})"))
         elif not said:
-            problems.append(f"cue {cue.number} has no text")
+            problems.append((cue.number, f"cue {cue.number} has no text"))
         else:
             who = cue.speaker or speaker
             speakers.setdefault(who)
             lines.append(Line("", said, who, pause_ms=0, start_ms=cue.start_ms, end_ms=cue.end_ms))
         previous = cue
     if problems:
-        raise ImportProblem(source, problems)
+        raise ImportProblem(source, [text for _, text in sorted(problems, key=lambda p: p[0])])
     return Imported(lines, list(speakers))
 
 
 def _srt(text: str, source: str, speaker: str) -> Imported:
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     return _timed_lines(_srt_cues(text, problems), problems, source, speaker)
 
 
 def _vtt(text: str, source: str, speaker: str) -> Imported:
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     return _timed_lines(_vtt_cues(text, problems), problems, source, speaker)
 
 
