@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.checkpoints import CheckpointError, fold_weight_norm, load_json, load_strict, load_torch
+from core.checkpoints import CheckpointError, fold_weight_norm, load_json, load_strict, load_torch, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -394,9 +394,10 @@ class AMPBlock2(nn.Module):
 # --------------------------------------------------------------------------------------------------- generator
 
 
-def generator_state(obj: Any, *, source: str | Path) -> dict[str, Tensor]:
+def generator_state(obj: Any, *, source: str | Path, release: bool = False) -> dict[str, Tensor]:
     """The generator state dict of a loaded ``bigvgan_generator.pt`` (``{"generator": sd}`` or a bare ``sd``),
-    weight norm folded (a file with weight norm already removed passes through)."""
+    weight norm folded (a file with weight norm already removed passes through); ``release``: see
+    :func:`~core.checkpoints.fold_weight_norm`."""
     if isinstance(obj, Mapping) and "generator" in obj:
         state = obj["generator"]
     elif isinstance(obj, Mapping) and "conv_pre.bias" in obj:
@@ -407,7 +408,7 @@ def generator_state(obj: Any, *, source: str | Path) -> dict[str, Tensor]:
             f"BigVGAN generator {source} has no 'generator' state dict (found {found}). "
             "Use the bigvgan_generator.pt of nvidia/bigvgan_v2_22khz_80band_256x."
         )
-    return fold_weight_norm(state, source=source, what="BigVGAN generator")
+    return fold_weight_norm(state, source=source, what="BigVGAN generator", release=release)
 
 
 class BigVGAN(nn.Module):
@@ -489,7 +490,7 @@ class BigVGAN(nn.Module):
                 raise CheckpointError(f"BigVGAN folder not found: {folder} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
             config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         cfg = BigVGANConfig.from_dict(load_json(config_path, what="BigVGAN config"), source=config_path)
-        with torch.device("meta"):  # no random init: every tensor comes from the file
+        with skeleton():  # no random init: every tensor comes from the file
             model = cls(cfg)
         model.load_checkpoint(weights_path, assign=True)
         model.eval()
@@ -498,7 +499,7 @@ class BigVGAN(nn.Module):
     def load_checkpoint(self, path: str | Path, *, assign: bool = False) -> None:
         """Strictly load ``bigvgan_generator.pt`` (weight norm folded); ``assign`` adopts the file's tensors
         (for a model built on the ``meta`` device) instead of copying them into the existing ones."""
-        state = generator_state(load_torch(path, what="BigVGAN generator"), source=path)
+        state = generator_state(load_torch(path, what="BigVGAN generator"), source=path, release=True)
         load_strict(self, state, source=path, what="BigVGAN generator", assign=assign)
         self._check_filters(path)
 

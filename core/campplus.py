@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import CheckpointError, load_strict, load_torch
+from core.checkpoints import CheckpointError, load_strict, load_torch, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,9 @@ class CAMPPlus(nn.Module):
         if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{what} {path} does not hold a flat state dict of tensors")
         state = dict(state)
-        model = cls(cfg or CAMPPlusConfig.from_state(state, source=path))
-        load_strict(model, with_batch_counters(state, model), source=path, what=what)
+        with skeleton():
+            model = cls(cfg or CAMPPlusConfig.from_state(state, source=path))
+        load_strict(model, with_batch_counters(state, model), source=path, what=what, assign=True)
         log.info("CAMPPlus loaded from %s (%s)", path, model.cfg)
         return model.eval()
 

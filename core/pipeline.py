@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .api import EngineError, ModelLimits, Progress, ProgressCallback
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, prefault
 from .config import ConfigError, IndexTTSConfig, load_config
 from .device import DeviceChoice
 from .models import ModelPaths, check, describe, problems
@@ -152,6 +152,9 @@ def build_pipeline(paths: ModelPaths, choice: DeviceChoice, on_progress: Progres
         vocoder = BigVGAN.from_pretrained(paths.bigvgan, device=dev).eval()
         step(8)
         emotions = EmotionMatrices.load(paths.feat1, paths.feat2, cfg.emo_num)
+        # The checkpoints are memory-mapped (core.checkpoints): bring in now, in a few calls, the weights every
+        # synthesis reads. The voice stages (w2v-BERT, codec, CAMPPlus) stay on disk until a new voice is embedded.
+        prefault(t for stage in (gpt, s2mel, vocoder) for t in (*stage.parameters(), *stage.buffers()))
     except (CheckpointError, ConfigError, GlossaryError) as exc:
         raise EngineError(str(exc)) from exc
     except torch.cuda.OutOfMemoryError as exc:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.checkpoints import CheckpointError, load_json, load_safetensors, load_state, load_strict
+from core.checkpoints import CheckpointError, load_json, load_safetensors, load_state, load_strict, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class Qwen3ForCausalLM(nn.Module):
         cfg = Qwen3Config.from_dict(load_json(config_path, what="Qwen3 config"), source=config_path)
         state, source = _load_weights(directory)
         state = checkpoint_state(state, cfg)
-        with torch.device("meta"):  # no random init: every weight comes from the file
+        with skeleton():  # no random init: every weight comes from the file
             model = cls(cfg)
         model.model.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)  # its table is not in the file
         load_strict(model, state, source=source, what="Qwen3 weights", assign=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import fold_weight_norm, load_safetensors, load_strict
+from core.checkpoints import check_fits, fold_weight_norm, load_safetensors, load_strict, skeleton
 from core.config import SemanticCodecConfig
 
 log = logging.getLogger(__name__)
@@ -154,15 +154,17 @@ class SemanticCodec(nn.Module):
         """Load ``semantic_codec/model.safetensors`` strictly (every key, decoder included, must fit ``cfg``)."""
         what = "Semantic codec"
         state = load_safetensors(path, what=what)  # its errors already name the file and the fix
-        state = fold_weight_norm(state, source=path, what=what)
+        state = fold_weight_norm(state, source=path, what=what, release=True)
         # The unused decoder is checked key by key and shape by shape, without allocating it, then dropped.
-        decoder_state = {k: v.to("meta") for k, v in state.items() if k.startswith("decoder.")}
-        with torch.device("meta"):
+        decoder_state = {k: v for k, v in state.items() if k.startswith("decoder.")}
+        with skeleton():
             holder = nn.Module()
             holder.decoder = _backbone_and_linear(cfg)
-        load_strict(holder, decoder_state, source=path, what=f"{what} (decoder part)")
-        model = cls(cfg)
-        load_strict(model, {k: v for k, v in state.items() if not k.startswith("decoder.")}, source=path, what=what)
+        check_fits(holder, decoder_state, source=path, what=f"{what} (decoder part)")
+        with skeleton():
+            model = cls(cfg)
+        load_strict(model, {k: v for k, v in state.items() if not k.startswith("decoder.")}, source=path, what=what,
+                    assign=True)
         log.info("semantic codec loaded from %s", path)
         return model.eval()
 

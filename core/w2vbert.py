@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.checkpoints import CheckpointError, load_hf_dir, load_strict, load_torch
+from core.checkpoints import CheckpointError, load_hf_dir, load_strict, load_torch, skeleton
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,9 @@ class W2VBert(nn.Module):
         if not weights.exists():
             weights = directory / "pytorch_model.bin"
         # Build a weightless skeleton, check the keys and shapes strictly against it, then adopt the file's
-        # tensors instead of copying them: the 2.3 GB of weights are never held twice and never randomly inited.
-        with torch.device("meta"):
+        # memory-mapped tensors instead of copying them: the 2.3 GB of weights are never held twice nor randomly
+        # initialised, and the layers after the one IndexTTS2 reads (dropped by SemanticEncoder) are never read.
+        with skeleton():
             model = cls(cfg)
         load_strict(model, {k: v.float() for k, v in state.items()}, source=weights, what="w2v-BERT weights",
                     assign=True)

@@ -10,7 +10,8 @@ own restricted unpickler:
   whatever the pickle hands it, so nothing from the file is ever imported or called (the same guarantee as
   ``weights_only=True``).
 * Tensors are rebuilt lazily: unpickling only records (storage key, dtype, offset, size, stride). Afterwards
-  only the tensors inside ``net`` are read from the archive, so gigabytes of optimizer moments are skipped.
+  only the tensors inside ``net`` are made, as views of a private memory map of the file (nothing is copied; the
+  optimizer moments are never read).
 
 A legacy (pre-zip, ``_use_new_zipfile_serialization=False``) torch file is read with
 ``torch.load(weights_only=True)`` instead; such a file must then hold nothing but plain containers and tensors.
@@ -134,19 +135,45 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 class _Archive:
-    """Storages of a torch zip checkpoint, read on demand."""
+    """Storages of a torch zip checkpoint, each a view of one private memory map of the file (as
+    ``torch.load(mmap=True)`` makes them; see :mod:`core.checkpoints`): nothing is read until a tensor is used, and
+    records that no tensor of ``net`` refers to are never read."""
 
     def __init__(self, zf: zipfile.ZipFile, prefix: str, path: Path) -> None:
         self.zf = zf
         self.prefix = prefix
         self.path = path
         self.cache: dict[str, torch.Tensor] = {}
+        self.mapped = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
+
+    def _data_offset(self, info: zipfile.ZipInfo) -> int:
+        """Where a stored record's bytes start in the file (after its local header, whose extra field may differ
+        in length from the central directory's)."""
+        fh = self.zf.fp
+        if fh is None:
+            raise ValueError("the archive is closed")
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"s2mel checkpoint {self.path}: record {info.filename} has a corrupt header. {_FIX}")
+        name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+        return info.header_offset + 30 + name_len + extra_len
+
+    def _read(self, info: zipfile.ZipInfo, nbytes: int) -> torch.Tensor:
+        """The bytes of a compressed record (torch never writes one), read into memory."""
+        raw = torch.empty(nbytes, dtype=torch.uint8)
+        with cast(zipfile.ZipExtFile, self.zf.open(info)) as fh:  # mode "r" opens a ZipExtFile
+            got = fh.readinto(raw.numpy().data)
+        if got != nbytes:
+            raise CheckpointError(f"s2mel checkpoint {self.path}: record {info.filename} is truncated. {_FIX}")
+        return raw
 
     def storage(self, ref: _StorageRef) -> torch.Tensor:
         flat = self.cache.get(ref.key)
         if flat is None:
             name = f"{self.prefix}data/{ref.key}"
-            nbytes = ref.numel * torch.empty((), dtype=ref.dtype).element_size()
+            item = torch.empty((), dtype=ref.dtype).element_size()
+            nbytes = ref.numel * item
             try:
                 info = self.zf.getinfo(name)
             except KeyError:
@@ -156,12 +183,14 @@ class _Archive:
                     f"s2mel checkpoint {self.path}: record {name} holds {info.file_size} bytes, "
                     f"expected {nbytes}. {_FIX}"
                 )
-            raw = torch.empty(nbytes, dtype=torch.uint8)
-            with cast(zipfile.ZipExtFile, self.zf.open(info)) as fh:  # mode "r" opens a ZipExtFile
-                got = fh.readinto(raw.numpy().data)
-            if got != nbytes:
+            start = self._data_offset(info) if info.compress_type == zipfile.ZIP_STORED else -1
+            if start < 0 or start % item:  # compressed or misaligned: read a copy
+                flat = self._read(info, nbytes).view(ref.dtype)
+            elif start + nbytes > self.mapped.nbytes():
                 raise CheckpointError(f"s2mel checkpoint {self.path}: record {name} is truncated. {_FIX}")
-            flat = raw.view(ref.dtype)
+            else:
+                record = self.mapped[start : start + nbytes]
+                flat = torch.empty(0, dtype=ref.dtype).set_(record, 0, (ref.numel,), (1,))
             self.cache[ref.key] = flat
         return flat
 
@@ -172,7 +201,7 @@ class _Archive:
             extent = 0
         if extent > flat.numel():
             raise CheckpointError(f"s2mel checkpoint {self.path}: a tensor points past the end of its storage. {_FIX}")
-        return torch.as_strided(flat, lazy.size, lazy.stride, lazy.offset).clone()
+        return torch.as_strided(flat, lazy.size, lazy.stride, lazy.offset)
 
 
 def read_s2mel_net(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.checkpoints import CheckpointError, fold_weight_norm, load_strict
+from core.checkpoints import CheckpointError, fold_weight_norm, load_strict, skeleton
 from core.config import S2MelConfig
 from core.s2mel.cfm import CFM
 from core.s2mel.length_regulator import InterpolateRegulator
@@ -69,12 +69,14 @@ def skip_unexpected(
 
 
 def part_state(
-    net: Mapping[str, Mapping[str, Tensor]], part: str, module: nn.Module, *, source: str | Path
+    net: Mapping[str, Mapping[str, Tensor]], part: str, module: nn.Module, *, source: str | Path,
+    release: bool = False,
 ) -> dict[str, Tensor]:
-    """``net[part]`` as ``module`` loads it: keys the module lacks skipped (and logged), weight norm folded."""
+    """``net[part]`` as ``module`` loads it: keys the module lacks skipped (and logged), weight norm folded
+    (``release``: see :func:`~core.checkpoints.fold_weight_norm`)."""
     what = f"s2mel checkpoint net['{part}']"
     state = skip_unexpected(dict(net[part]), module.state_dict().keys(), source=source, what=what)
-    return fold_weight_norm(state, source=source, what=what)
+    return fold_weight_norm(state, source=source, what=what, release=release)
 
 
 class S2Mel(nn.Module):
@@ -94,15 +96,16 @@ class S2Mel(nn.Module):
         As upstream, keys of a ``net`` part that the model does not have are skipped (logged as a warning by
         name). Every key the model has must be present with its shape, else a :class:`CheckpointError` names it.
         """
-        net = read_s2mel_net(path)
-        model = cls.for_net(net, cfg, source=path)
+        net = read_s2mel_net(path)  # memory-mapped: only what the model reads comes into memory
+        with skeleton():
+            model = cls.for_net(net, cfg, source=path)
         unused = sorted(set(net) - set(PARTS))
         if unused:
             log.warning("s2mel checkpoint %s: skipped net parts the model does not use: %s", path, ", ".join(unused))
         for part in PARTS:
             module = getattr(model, part)
-            load_strict(module, part_state(net, part, module, source=path), source=path,
-                        what=f"s2mel checkpoint net['{part}']")
+            load_strict(module, part_state(net, part, module, source=path, release=True), source=path,
+                        what=f"s2mel checkpoint net['{part}']", assign=True)
         widths = [model.gpt_layer[0].in_features, *(layer.out_features for layer in model.gpt_layer)]
         log.info("s2mel weights loaded from %s (gpt_layer %s)", path, " -> ".join(map(str, widths)))
         return model.to(device).eval()
