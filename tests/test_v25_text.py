@@ -10,7 +10,17 @@ from reference import ref
 
 from core.text import TextError
 from core.text.tokenizer import TokenizerError
-from core.text.v25 import V25TextFrontend, gpt_view, lang_prefix, segment_budget
+from core.text.v25 import (
+    DEFAULT_SEGMENT_TOKENS,
+    SUPPORTED_LANGUAGES,
+    V25TextFrontend,
+    check_language,
+    default_segment_tokens,
+    gpt_view,
+    guess_language,
+    lang_prefix,
+    segment_budget,
+)
 from core.text.v25_vocab import LANGUAGE_CODES, PATTERN, VOCAB_FILE, VOCAB_SHA256, lang_index, load_tokenizer
 
 _LINES = ref("v2_5", "text", "text_goldens.jsonl").read_text(encoding="utf-8").splitlines()
@@ -90,6 +100,7 @@ def test_record_parity(fe: V25TextFrontend, rec: dict):
     assert sum(len(s.ids) for s in default) == rec["n_ids_default"]
     assert [s.ids for s in default] == rec["segments"]["120"]["ids"]
     assert sum(v[1] - 1 for v in map(gpt_view, (s.gpt_input for s in default))) == rec["dropped_ids_0_1_default"]
+    assert sum(s.ignored_tokens for s in default) == rec["dropped_ids_0_1_default"]
 
 
 def test_spanish_without_normaliser_says_so_once(caplog: pytest.LogCaptureFixture):
@@ -119,3 +130,19 @@ def test_missing_and_corrupt_vocabulary(tmp_path):
 def test_bad_text(fe: V25TextFrontend):
     with pytest.raises(TextError):
         fe.prepare(b"bytes", "en")  # type: ignore[arg-type]
+
+
+def test_language_choices():
+    assert [check_language(c.upper()) for c in SUPPORTED_LANGUAGES] == list(SUPPORTED_LANGUAGES)
+    for bad in ("de", "", "zhen", None):
+        with pytest.raises(TextError, match="unknown language"):
+            check_language(bad)  # type: ignore[arg-type]
+    assert set(DEFAULT_SEGMENT_TOKENS) == set(SUPPORTED_LANGUAGES)
+    assert default_segment_tokens("EN") == DEFAULT_SEGMENT_TOKENS["en"] and default_segment_tokens("yue") == 120
+
+
+def test_guess_language_from_script():
+    """The language picker's default (our heuristic, not upstream's): kana, Arabic, Han, Spanish letters, else en."""
+    cases = {"今日はとても良い天気ですね。": "ja", "東京に行きます。": "ja", "東京": "zh", "مرحبا بكم": "ar",
+             "你好，世界": "zh", "¿Cómo estás?": "es", "Hello, world!": "en", "": "en", "Ich heiße Max": "en"}
+    assert {text: guess_language(text) for text in cases} == cases

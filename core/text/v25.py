@@ -31,6 +31,9 @@ from .v25_vocab import V25Tokenizer, lang_index, load_tokenizer
 log = logging.getLogger(__name__)
 
 SUPPORTED_LANGUAGES = ("zh", "en", "ja", "es", "ar")
+# Default max_text_tokens_per_segment per language (upstream's 120 collapses the last sentence of long English
+# paragraphs, upstream #775; the values other 2.5 front ends default to).
+DEFAULT_SEGMENT_TOKENS = {"zh": 120, "en": 60, "ja": 100, "es": 60, "ar": 80}
 WETEXT_LANGUAGES = ("zh", "zhen", "en")
 LOWER_CASE_LANGUAGES = ("zh", "zhen", "en", "ja")
 UPPER_CASE_LANGUAGES = ("es",)
@@ -48,6 +51,36 @@ _AFTER_MARK = re.compile(r"(?<=[，。！？、；：,.!?;:\n])")
 _SPACES = re.compile(r"( +)")
 
 _warned_no_normalizer: set[str] = set()
+
+
+_KANA_CHAR = re.compile(r"[\u3040-\u30ff]")
+_ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
+_SPANISH = re.compile(r"[¿¡ñÑáéíóúÁÉÍÓÚü]")
+
+
+def check_language(lang: str) -> str:
+    """The lower-case code of a language IndexTTS-2.5 speaks, else a TextError naming the choices."""
+    code = lang.strip().lower() if isinstance(lang, str) else ""
+    if code not in SUPPORTED_LANGUAGES:
+        raise TextError(f"unknown language {lang!r} for IndexTTS-2.5; use one of {', '.join(SUPPORTED_LANGUAGES)}")
+    return code
+
+
+def guess_language(text: str) -> str:
+    """A default language from the text's script: kana -> ja, Arabic -> ar, Han -> zh, Spanish letters -> es, else en.
+    (A guess for a picker's default; the user's choice is what counts.)"""
+    if _KANA_CHAR.search(text):
+        return "ja"
+    if _ARABIC.search(text):
+        return "ar"
+    if _HAN.search(text):
+        return "zh"
+    return "es" if _SPANISH.search(text) else "en"
+
+
+def default_segment_tokens(lang: str) -> int:
+    """Tokens per segment to start from for ``lang`` (see DEFAULT_SEGMENT_TOKENS; 120, upstream's, otherwise)."""
+    return DEFAULT_SEGMENT_TOKENS.get(lang.lower(), 120)
 
 
 def lang_prefix(lang: str) -> str:
@@ -191,6 +224,13 @@ class V25Segment:
     def gpt_input(self) -> list[int]:
         """The ids handed to the GPT (stop id appended; the GPT applies :func:`gpt_view`)."""
         return [*self.ids, STOP_TEXT_ID]
+
+    @property
+    def ignored_tokens(self) -> int:
+        """Tokens of this segment the model never sees: a ``!`` or ``"`` that the tokenizer left on its own
+        (ids 0 and 1 collide with the GPT's start/stop ids and are dropped, as upstream does). A text preview
+        should say so: such a mark has no effect."""
+        return gpt_view(self.gpt_input)[1] - 1
 
 
 class V25TextFrontend:
