@@ -116,6 +116,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def voice_cache_dir(given: str | None) -> Path:
+    """``--cache-dir``, or the user cache folder's ``voices``."""
+    if given:
+        return Path(given)
+    from platformdirs import user_cache_dir
+
+    from .models import APP_NAME
+
+    return Path(user_cache_dir(APP_NAME, appauthor=False)) / "voices"
+
+
 def check_writable(folder: Path) -> None:
     """Fail before any work when ``folder`` cannot take a new file (read-only, no permission, full disk)."""
     try:
@@ -423,13 +434,7 @@ def _synth(a: argparse.Namespace) -> int:
         check_writable(folder)
     from .engine import Engine  # torch: only once the input is known to be usable
 
-    if a.cache_dir:
-        cache_dir = Path(a.cache_dir)
-    else:
-        from platformdirs import user_cache_dir
-
-        cache_dir = Path(user_cache_dir(models.APP_NAME, appauthor=False)) / "voices"
-    engine = Engine(cache_dir=cache_dir)
+    engine = Engine(cache_dir=voice_cache_dir(a.cache_dir))
     bar = _Bar(quiet=a.quiet)
     engine.load(model_dir, device=a.device, fp16=a.fp16, on_progress=bar)
     cancel = threading.Event()

@@ -112,7 +112,7 @@ def _open_for_writing(folder: str) -> Any:
 
 def _render(a: argparse.Namespace) -> int:
     from .. import models
-    from ..cli import _Bar
+    from ..cli import _Bar, voice_cache_dir
     from .render import RenderProgress, render
 
     project = _open_for_writing(a.project)
@@ -120,13 +120,7 @@ def _render(a: argparse.Namespace) -> int:
         model_dir = models.locate_model_dir(a.model_dir)
         from ..engine import Engine  # torch: only once the project is known to be usable
 
-        if a.cache_dir:
-            cache_dir = Path(a.cache_dir)
-        else:
-            from platformdirs import user_cache_dir
-
-            cache_dir = Path(user_cache_dir(models.APP_NAME, appauthor=False)) / "voices"
-        engine = Engine(cache_dir=cache_dir)
+        engine = Engine(cache_dir=voice_cache_dir(a.cache_dir))
         bar = _Bar(quiet=a.quiet)
         engine.load(model_dir, device=a.device, on_progress=bar)
         bar.close()
