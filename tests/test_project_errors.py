@@ -129,8 +129,21 @@ def test_bad_vtt(work: Path, tmp_path: Path) -> None:
 def test_missing_clip_at_import(work: Path, tmp_path: Path) -> None:
     run = cli(work, "import", "script.txt", "--format", "script", "--project", str(tmp_path / "p"), "--voice",
               "Alice=alice.wav", "--voice", "Bob=gone.wav")
-    assert one_error(run) == "error: The voice clip for Bob, gone.wav, does not exist."
+    assert one_error(run) == ("error: The voice clip for Bob, gone.wav, does not exist, and the voice library has no "
+                              "voice of that name.")
     assert not (tmp_path / "p").exists()
+
+
+def test_voice_library_names(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A speaker may be a voice of the library (``<data>/voices/<id>/voice.json`` + ``reference.wav``)."""
+    monkeypatch.setenv("INDEXTTS2_DESKTOP_HOME", str(tmp_path / "home"))
+    voice = tmp_path / "home" / "data" / "voices" / "20260101-000000-abcdef"
+    voice.mkdir(parents=True)
+    (voice / "voice.json").write_text(json.dumps({"name": "Deep Bob", "created": 1.0}), encoding="utf-8")
+    shutil.copyfile(work / "bob.wav", voice / "reference.wav")
+    with import_project(work / "script.txt", tmp_path / "p", "script",
+                        voices={"Alice": str(work / "alice.wav"), "Bob": "Deep Bob"}) as project:
+        assert project.voices["Bob"] == str((voice / "reference.wav").resolve())
 
 
 # ------------------------------------------------------------------------------------ render

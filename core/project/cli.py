@@ -29,8 +29,9 @@ def add_parser(subparsers: Any) -> None:
     i.add_argument("--format", choices=FORMATS, help="default: from the extension (.md markdown, .srt, .vtt, "
                                                      "otherwise plain text)")
     i.add_argument("--voice", action="append", default=[], metavar="NAME=CLIP",
-                   help="the voice clip of a speaker (repeat for each speaker of a script)")
-    i.add_argument("--default-voice", metavar="CLIP", help="the voice of the narrator, and of unmapped speakers")
+                   help="the voice of a speaker: a clip or a voice-library name (repeat for each speaker)")
+    i.add_argument("--default-voice", metavar="CLIP",
+                   help="the voice (clip or voice-library name) of the narrator and of unmapped speakers")
     i.add_argument("--title", help="project title (default: the file name)")
     i.add_argument("--author", default="", help="author (M4B metadata)")
     i.add_argument("--pause-ms", type=int, help="pause after each untimed line (default 400)")

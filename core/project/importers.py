@@ -329,15 +329,29 @@ def _vtt(text: str, source: str, speaker: str) -> Imported:
     return _timed_lines(_vtt_cues(text, problems), problems, source, speaker)
 
 
+def voice_clip(name: str, ref: str) -> str:
+    """A clip path as given, or the clip of the voice-library voice named ``ref``."""
+    if Path(ref).is_file():
+        return ref
+    from ..dirs import library_folder
+    from ..voices import read_library
+
+    found = next((v for v in read_library(library_folder()) if v.name == ref), None)
+    if found is None:
+        raise EngineError(f"The voice clip for {name}, {ref}, does not exist, and the voice library has no voice "
+                          "of that name.")
+    return str(found.clip)
+
+
 def import_project(source: Path, folder: Path, fmt: str | None = None, *, voices: Mapping[str, str] | None = None,
                    default_voice: str | None = None, settings: GenerationSettings | None = None,
                    title: str | None = None, author: str = "", pause_ms: int | None = None) -> Project:
-    """A new project in ``folder`` from the file ``source``; voice clips must exist (paths are stored resolved)."""
-    voices = dict(voices or {})
+    """A new project in ``folder`` from the file ``source``. ``voices`` maps speaker names to clip paths or
+    voice-library names; the clips must exist (stored as resolved paths)."""
     fmt = detect_format(source, fmt)
-    for name, clip in [*voices.items(), *([("--default-voice", default_voice)] if default_voice else [])]:
-        if not Path(clip).is_file():
-            raise EngineError(f"The voice clip for {name}, {clip}, does not exist.")
+    voices = {name: voice_clip(name, ref) for name, ref in (voices or {}).items()}
+    if default_voice:
+        default_voice = voice_clip("--default-voice", default_voice)
     single = next(iter(voices)) if len(voices) == 1 and fmt != "script" else NARRATOR
     found = parse(read_source(source), fmt, str(source), speaker=single)
     mapping = resolve_speakers(found, voices, default_voice, str(source))
