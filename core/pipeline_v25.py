@@ -27,7 +27,7 @@ from core.campplus import CAMPPlus
 from core.checkpoints import CheckpointError
 from core.codec_v25 import EnhancedCodec, EnhancedCodecConfig
 from core.config import ConfigError, IndexTTSConfig, load_config
-from core.features import campplus_input, mel_spectrogram
+from core.features import campplus_input, mel_spectrogram, seamless_features
 from core.gpt.emotion import EmotionMatrices
 from core.gpt.model import UnifiedVoice
 from core.s2mel.v25 import S2MelV25
@@ -127,6 +127,15 @@ class V25Conditioning:
     ref_mel: Tensor
     prompt_condition: Tensor
     spk_latent: Tensor
+
+
+@torch.inference_mode()
+def semantic_features(p: V25Pipeline, wav16k: Tensor) -> Tensor:
+    """Normalised w2v-BERT features [1, T, 1024] of a 16 kHz clip (speaker or emotion)."""
+    if p.semantic is None:
+        raise EngineError("w2v-BERT is not loaded; semantic features must be given.")
+    feats, mask = seamless_features(wav16k)
+    return p.semantic.embed(feats.to(p.device), mask.to(p.device))
 
 
 @torch.inference_mode()

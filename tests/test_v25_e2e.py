@@ -10,6 +10,7 @@ of the stage before (teacher forcing). Every case listed in ``cases.json`` runs;
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from reference import ref
 from safetensors.torch import load_file
 from test_e2e import close
+from tiny_models import tiny_v25_model_dir
 
 from core.api import SAMPLE_RATE, join_segments
 from core.audio import load_speaker_audio
@@ -30,10 +32,11 @@ from core.pipeline_v25 import (
     detect_version,
     mel_and_style,
     segment_mel,
+    semantic_features,
     speaker_conditioning,
 )
 from core.s2mel.v25 import target_length
-from core.text.v25 import lang_index
+from core.text.v25 import SUPPORTED_LANGUAGES, default_segment_tokens, lang_index
 from core.text.v25_vocab import VOCAB_FILE
 
 CASES = json.loads(ref("v2_5", "e2e", "cases.json").read_text(encoding="utf-8"))
@@ -161,3 +164,36 @@ def test_version_is_told_by_the_files(tmp_path: Path) -> None:
     (tmp_path / VOCAB_FILE).write_bytes(b"x")
     assert detect_version(tmp_path) == "2.5"
     assert detect_version(ref("data")) == "2.0"
+
+
+def test_model_folder_loads_and_every_language_speaks() -> None:
+    """A 2.5 folder in the upstream layout (tiny models): told apart from 2.0, its files found, and each
+    language rendered from a clip through w2v-BERT, with the length the duration factor asks for."""
+    folder = tiny_v25_model_dir()
+    assert detect_version(folder) == "2.5"
+    paths = V25Paths.from_model_dir(folder)
+    for f in fields(paths):
+        value = getattr(paths, f.name)
+        assert value is None if f.name == "glossary" else Path(value).exists(), f.name
+    p = V25Pipeline.load(paths)
+    audio = load_speaker_audio(ref("data", "examples", CASES["cases"][0]["inputs"]["spk"]))
+    spk = semantic_features(p, audio.audio_16k)
+    assert spk.shape[-1] == p.codec.cfg.hidden_size
+    ref_mel, style = mel_and_style(p, audio)
+    voice = speaker_conditioning(p, spk, style, ref_mel)
+    emovec = p.gpt.merge_emovec(spk, spk, 1.0)
+    texts = {"zh": "你好，世界。", "en": "Hello there.", "ja": "こんにちは。", "es": "¡Hola, amigos!",
+             "ar": "مرحبا بكم."}
+    assert set(texts) == set(SUPPORTED_LANGUAGES)
+    settings = GenerationConfig(do_sample=False, num_beams=1, repetition_penalty=10.0, max_mel_tokens=12)
+    for lang, text in texts.items():
+        segments = p.frontend.segments(text, lang, default_segment_tokens(lang))
+        assert len(segments) == 1
+        codes, _ = generate(p.gpt, segments[0].gpt_input, voice.spk_latent, emovec, settings, lang=lang_index(lang))
+        assert 0 < codes.numel() <= settings.max_mel_tokens
+        for df in (0.5, 2.0):
+            mel = segment_mel(p, voice, codes, df, steps=2)
+            assert mel.shape[-1] == target_length(2 * codes.numel(), df), (lang, df)
+            with torch.inference_mode():
+                wav = p.vocoder(mel)
+            assert wav.numel() == 256 * mel.shape[-1] and bool(torch.isfinite(wav).all()), (lang, df)

@@ -139,6 +139,29 @@ def tiny_model_dir() -> Path:
     return write_tiny_model_dir(base / "checkpoints")
 
 
+def write_tiny_v25_model_dir(root: Path) -> Path:
+    """An IndexTTS-2.5 model folder in the upstream layout with the tiny models of the 2.5 e2e goldens; w2v-BERT
+    and its statistics are the 2.0 tiny folder's (the two versions share them)."""
+    cases = json.loads(ref("v2_5", "e2e", "cases.json").read_text(encoding="utf-8"))
+    _place(ref("v2_5", "e2e", "config.yaml"), root / "config.yaml")
+    for local, info in cases["checkpoints"].items():
+        if local != "wav2vec2bert_stats.pt":
+            _place(ref("v2_5", "e2e") / info["path"], root / local)
+    base = tiny_model_dir()
+    w2v = "hf_cache/w2v-bert-2.0"
+    for local in ("wav2vec2bert_stats.pt", f"{w2v}/config.json", f"{w2v}/model.safetensors"):
+        _place(base / local, root / local)
+    return root
+
+
+@functools.cache
+def tiny_v25_model_dir() -> Path:
+    """Built once per test session; files are links into the reference set (never write into them)."""
+    base = Path(tempfile.mkdtemp(prefix="indextts-tiny-v25-"))
+    atexit.register(shutil.rmtree, base, True)
+    return write_tiny_v25_model_dir(base / "checkpoints")
+
+
 def mirror_model_dir(dst: Path, *, without: str) -> Path:
     """A copy of the tiny model folder lacking the file ``without`` (a manifest path). Its files are links to the
     reference set: replace a file (unlink, then write) rather than write into it."""
