@@ -50,12 +50,11 @@ _ATOMIC = re.compile(r"<\|SPECIAL_TOKEN_\d+\|>.*?<\|SPECIAL_TOKEN_\d+\|>")
 _AFTER_MARK = re.compile(r"(?<=[，。！？、；：,.!?;:\n])")
 _SPACES = re.compile(r"( +)")
 
-_warned_no_normalizer: set[str] = set()
-
-
 _KANA_CHAR = re.compile(r"[\u3040-\u30ff]")
 _ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
 _SPANISH = re.compile(r"[¿¡ñÑáéíóúÁÉÍÓÚü]")
+
+_warned_no_normalizer: set[str] = set()
 
 
 def check_language(lang: str) -> str:
