@@ -33,15 +33,20 @@ from core.api import (
 )
 from core.device import DeviceChoice, probe
 from desktop import dialogs as dialogs_mod
+from desktop import window as window_mod
 from desktop.commands import AppState, CommandTable
 from desktop.dialogs import UserError, describe_error, is_expected
 from desktop.dirs import AppDirs, app_dirs
+from desktop.dnd import enable_drop
 from desktop.engine_turns import EngineTurns
 from desktop.history import HistoryEntry, Request
 from desktop.logs import LogWindow, setup_logging
 from desktop.projects_view import ProjectsView
+from desktop.pronunciation import DictionaryError, PronunciationDictionary
 from desktop.settings import AppSettings, Preset, PresetStore, StateFiles
+from desktop.theme import Palette, apply_theme
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
+from desktop.widgets.dictionary import DictionaryDialog, Glossary
 from desktop.widgets.emotion import EmotionPanel
 from desktop.widgets.local_api import LocalApiControl
 from desktop.widgets.panels import (
@@ -54,6 +59,7 @@ from desktop.widgets.panels import (
 from desktop.widgets.preset_bar import PresetBar
 from desktop.widgets.record_dialog import RecordDialog
 from desktop.widgets.results import ResultPanel
+from desktop.widgets.scroll import ScrollFrame
 from desktop.widgets.settings_dialog import SettingsDialog
 from desktop.worker import Job, Worker
 
@@ -68,9 +74,9 @@ def placeholder_setup(app: StudioApp) -> None:
         parent=app.root,
         title="Model setup",
         message=(
-            "The model downloader works with the IndexTTS-2 engine (start the app without --standin, or run "
-            "'python main.py models download'). Put the IndexTeam/IndexTTS-2 model files into "
-            f"{app.model_dir or app.dirs.data / 'models'} (or choose the folder that holds them), then press Retry."
+            "This is the demo engine: it has no model downloader. Put the IndexTeam/IndexTTS-2 model files into "
+            f"{app.model_dir or app.dirs.data / 'models'} (or press 'Choose model folder' for the folder that holds "
+            "them), then press Retry."
         ),
     )
 
@@ -138,9 +144,9 @@ class StudioApp:
         self._engine_lock = EngineTurns()
 
         root.title(APP_TITLE)
-        root.minsize(980, 680)
         root.report_callback_exception = self._callback_exception
-        self._style()
+        self.palette: Palette = self.set_theme(self.settings.theme)
+        self.pronunciation = PronunciationDictionary(self.dirs.data)
         self.status = tk.StringVar(self.root, value="Starting\u2026")
         self.device_note = tk.StringVar(self.root, value="")
         self.stage = tk.StringVar(self.root, value="")
@@ -162,10 +168,16 @@ class StudioApp:
         bar = ttk.Frame(root, padding=(8, 2))
         bar.pack(fill="x", side="bottom")
         ttk.Label(bar, textvariable=self.status).pack(side="left")
-        ttk.Label(bar, textvariable=self.device_note, foreground="#555").pack(side="right")
+        ttk.Label(bar, textvariable=self.device_note, style="Muted.TLabel").pack(side="right")
         self._register_commands()
         self.studio.pack(fill="both", expand=True)
+        enable_drop(self.projects.page, lambda paths: self.projects.import_file(paths[0]) if paths else None)
+        window_mod.place(root, self.settings.window if persist else "")
+        if persist and self.settings.sash > 0:
+            root.after_idle(lambda: self.panes.sashpos(0, self.settings.sash))
         self.restore_state()
+        self.use_dictionary()
+        root.bind("<FocusIn>", self._follow_system_theme, add="+")
         for note in self.files.notes:
             self.dialog("warning", parent=root, title="Settings reset", message=note)
         root.protocol("WM_DELETE_WINDOW", self.close)
@@ -176,23 +188,31 @@ class StudioApp:
             self.run_device_check(show=False)
 
     # --- construction -----------------------------------------------------------------------------------------
-    def _style(self) -> None:
-        style = ttk.Style(self.root)
-        if self.settings.theme in style.theme_names():
-            style.theme_use(self.settings.theme)
-        style.configure("Accent.TButton", font=("TkDefaultFont", 11, "bold"), padding=(14, 6))
-        style.configure("Horizontal.TProgressbar", background="#3b82f6", troughcolor="#e5e7eb", thickness=14)
-        style.configure("Treeview", rowheight=22)
+    def set_theme(self, mode: str) -> Palette:
+        """Light, dark or the system's (desktop.theme); every window and custom widget follows."""
+        self.palette = apply_theme(self.root, mode)
+        ttk.Style(self.root).configure("Accent.TButton", font=("TkDefaultFont", 10, "bold"))
+        return self.palette
+
+    def _follow_system_theme(self, event: tk.Event) -> None:
+        """With 'Follow the system', a theme change of the OS shows when the window is used again."""
+        if event.widget is self.root and self.settings.theme == "system":
+            from desktop.theme import resolve
+
+            if resolve("system") != self.palette.name:
+                self.set_theme("system")
 
     def _build_studio(self) -> None:
-        panes = ttk.PanedWindow(self.studio, orient="horizontal")
+        self.panes = panes = ttk.PanedWindow(self.studio, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=8, pady=8)
         left = ttk.Frame(panes)
-        right = ttk.Frame(panes, width=420)
+        self.right_scroll = ScrollFrame(panes)  # the right column scrolls on a small screen
+        self.right_scroll.canvas.configure(height=360)
+        right = self.right_scroll.body
         panes.add(left, weight=3)
-        panes.add(right, weight=2)
+        panes.add(self.right_scroll, weight=2)
 
-        self.text_panel = TextPanel(left, split=self._split_for_preview)
+        self.text_panel = TextPanel(left, split=self._split_for_preview, report=lambda m: self.error("Text", m))
         self.text_panel.pack(fill="both", expand=True)
         gen = ttk.Frame(left, padding=(0, 8))
         gen.pack(fill="x")
@@ -219,6 +239,8 @@ class StudioApp:
             on_regenerate=self.regenerate,
             on_preset=self.history_to_preset,
             streaming=self.settings.streaming,
+            save_format=self.settings.save_format,
+            on_format=self._remember_format,
         )
         self.results.pack(fill="both", expand=True)
 
@@ -251,8 +273,8 @@ class StudioApp:
         add, results = self.commands.add, self.results
         add("open_clip", "Open voice clip\u2026", self.voice_panel.open_clip, menu="File", shortcuts="Ctrl+O")
         add("record", "Record a voice\u2026", self.open_recorder, menu="File", shortcuts="Ctrl+R")
-        add("save_wav", "Save result as WAV\u2026", results.save_wav_dialog, menu="File", shortcuts="Ctrl+S",
-            separator_before=True)
+        add("save_wav", "Save result as\u2026 (WAV, FLAC, MP3, Opus)", results.save_dialog, menu="File",
+            shortcuts="Ctrl+S", separator_before=True)
         add("quick_save", "Quick save to output folder", results.quick_save, menu="File", shortcuts="Ctrl+Shift+S")
         add("quit", "Quit", self.close, menu="File", shortcuts="Ctrl+Q", separator_before=True)
         add("generate", "Generate", self.generate, menu="Speech", shortcuts=("Ctrl+Enter", "F5"),
@@ -264,6 +286,7 @@ class StudioApp:
         add("save_preset", "Save current as preset\u2026", self.preset_bar.save_dialog, menu="Presets")
         add("import_preset", "Import preset file\u2026", self.preset_bar.import_file, menu="Presets")
         add("device_check", "Device check", lambda: self.run_device_check(show=True), menu="Tools")
+        add("dictionary", "Pronunciation dictionary\u2026", self.open_dictionary, menu="Tools")
         add("settings", "Settings\u2026", self.open_settings, menu="Tools")
         add("log", "View log", self.open_log, menu="Tools")
         self.local_api.register(add)
@@ -628,6 +651,8 @@ class StudioApp:
         )
         if new.output_device != self.settings.output_device:
             self.results.reset_player()
+        if new.theme != self.settings.theme:
+            self.set_theme(new.theme)
         self.settings = new
         self.results.stream.set(new.streaming)
         self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
@@ -635,6 +660,55 @@ class StudioApp:
         if reload and self.state is not AppState.GENERATING:
             self.device_override = None  # the user chose a device in Settings: it now wins over --device
             self.load_engine()
+
+    def _remember_format(self, fmt: str) -> None:
+        self.settings = replace(self.settings, save_format=fmt)
+        self._save_settings()
+
+    def _remember_window(self) -> None:
+        if self.persist and self.root.winfo_exists():
+            geometry = window_mod.current(self.root)
+            sash = int(self.panes.sashpos(0)) if len(self.panes.panes()) > 1 else 0
+            self.settings = replace(self.settings, window=geometry or self.settings.window, sash=sash)
+            self._save_settings()
+
+    # --- pronunciation dictionary ---------------------------------------------------------------------------
+    def open_dictionary(self) -> DictionaryDialog:
+        return DictionaryDialog(
+            self.root, self.pronunciation, dialog=self.dialog, report_error=self.error, on_saved=self.apply_dictionary
+        )
+
+    def use_dictionary(self) -> None:
+        """Give the engine the saved dictionary (at start); a broken file is said once and left as it is."""
+        try:
+            entries = self.pronunciation.load()
+        except DictionaryError as exc:
+            self.error("Pronunciation dictionary", exc)
+            return
+        from desktop.pronunciation import to_glossary
+
+        self.apply_dictionary(to_glossary(entries), announce=False)
+
+    def apply_dictionary(self, glossary: Glossary, announce: bool = True) -> None:
+        """The engine speaks with ``glossary`` from the next job on; the segment preview shows it now, and views
+        with cached results (the Projects view) hear ``<<DictionaryChanged>>``: their takes that use a changed
+        entry become stale, the others stay current."""
+        setter = getattr(self.engine, "set_glossary", None)
+        if setter is None:
+            log.info("this engine has no pronunciation dictionary")
+            return
+        try:
+            setter(glossary)
+        except EngineError as exc:
+            self.error("Pronunciation dictionary", exc)
+            return
+        self.text_panel.update_preview()
+        project = self.projects.project
+        if project is not None:
+            project.use_glossary(getattr(self.engine, "glossary_terms", None))
+        self.root.event_generate("<<DictionaryChanged>>")
+        if announce:
+            self.status.set(f"Pronunciation dictionary saved ({len(glossary)} terms).")
 
     def open_log(self) -> LogWindow:
         return LogWindow(self.root, self.log_path)
@@ -727,6 +801,7 @@ class StudioApp:
         if not self.projects.confirm_leave():  # a render or export is running and the user keeps it
             return
         self.save_state()
+        self._remember_window()
         if self.job is not None:
             self.job.cancel.set()
         self.results.reset_player()

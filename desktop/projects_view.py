@@ -144,7 +144,8 @@ class ProjectsView:
         for name, text in (("export", "Export\u2026"), ("render", "Render"), ("stop", "Stop")):
             self.buttons[name] = ttk.Button(bar, text=text)
             self.buttons[name].pack(side="left", padx=(8 if name == "export" else 0, 4))
-        ttk.Separator(bar, orient="vertical").pack(side="left", fill="y", padx=6)
+        bar = ttk.Frame(page, padding=(0, 0, 0, 4))  # the line actions: a row of their own, to fit a laptop screen
+        bar.pack(fill="x")
         self.speaker = tk.StringVar(page)
         self.speaker_box = ttk.Combobox(bar, textvariable=self.speaker, width=14, postcommand=self._fill_speakers)
         self.speaker_box.pack(side="left")

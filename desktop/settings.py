@@ -117,7 +117,10 @@ class AppSettings:
     output_device: str = ""
     streaming: bool = False
     countdown: int = 3  # seconds before recording starts
-    theme: str = "clam"
+    theme: str = "system"  # desktop.theme.THEME_MODES: system (follow the OS), light or dark
+    save_format: str = "wav"  # the format the last result was saved in (core.audio_formats.FILE_FORMATS)
+    window: str = ""  # the main window's last size and place, "WxH+X+Y" (never restored larger than the screen)
+    sash: int = 0  # the studio's divider between text and voice panels, in pixels from the left (0: default)
     local_api: bool = False  # Tools → Local API was on when the app last ran: start it again
     local_api_port: int = 8020  # 0: any free port
 

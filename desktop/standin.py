@@ -34,6 +34,7 @@ from core.api import (
     join_segments,
 )
 from core.device import DEVICES
+from core.text.normalizer import GlossaryError, TextNormalizer, glossary_entries, use_chinese_grammar
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class StandInEngine:
         self.calls: list[dict] = []  # what synthesize was asked (SynthesisRequest.to_dict()), for tests and the log
         self.prepared: list[str] = []  # the clips prepare_voice was given
         self._limits = ModelLimits(max_mel_tokens=1815, max_text_tokens=600)  # IndexTTS-2's config
+        self._normalizer = TextNormalizer()  # only its glossary step: the pronunciation dictionary
 
     # --- loading ---------------------------------------------------------------------------------
     def load(
@@ -96,8 +98,20 @@ class StandInEngine:
         return self._limits if self._loaded else None
 
     # --- text ------------------------------------------------------------------------------------
+    def set_glossary(self, glossary: str | Path | dict | None) -> None:
+        """The pronunciation dictionary, applied as the real engine's text front end does (``Engine.set_glossary``)."""
+        try:
+            self._normalizer.set_user_glossary(glossary_entries(glossary))
+        except GlossaryError as exc:
+            raise EngineError(f"The pronunciation dictionary cannot be used: {exc}.") from exc
+
+    def glossary_terms(self, text: str) -> dict:
+        return self._normalizer.terms_in(text)
+
     def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
-        """One segment per sentence; a sentence longer than ``max_tokens`` is split at commas, then words."""
+        """One segment per sentence (after the dictionary's readings); a sentence longer than ``max_tokens`` is split
+        at commas, then words."""
+        text = self._normalizer.apply_glossary(text, "zh" if use_chinese_grammar(text) else "en")
         segments: list[str] = []
         for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
             if not sentence:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 
-import soundfile
 from gui_helpers import close_studio, make_studio, wait_until
 
 import desktop.widgets.results
@@ -205,13 +204,13 @@ def test_disk_full_while_saving(studio, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
 
-    original = soundfile.write
-    monkeypatch.setattr(desktop.widgets.results.sf, "write", full)
+    original = desktop.widgets.results.AudioWriter.write
+    monkeypatch.setattr(desktop.widgets.results.AudioWriter, "write", lambda self, audio: full(target))
     assert app.results.save_wav(target) is None
     (message,) = dialogs.messages()
     assert message == f"Could not save x.wav. The disk is full ({target}). Free some space or choose another folder."
     assert list(target.parent.iterdir()) == []  # the temp file was removed
-    monkeypatch.setattr(desktop.widgets.results.sf, "write", original)
+    monkeypatch.setattr(desktop.widgets.results.AudioWriter, "write", original)
     dialogs.clear()
     assert app.results.save_wav(target) == target and target.is_file()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from tkinter import ttk
 
 from core.api import EMO_BIAS, EMO_SUM_CAP, EMOTION_NAMES, Emotion, normalize_emo_vec
+from desktop.dnd import AUDIO_SUFFIXES, enable_drop, only
 
 MODES: tuple[tuple[str, str], ...] = (
     ("speaker", "Same as the voice"),
@@ -64,7 +65,7 @@ class EmotionPanel(ttk.LabelFrame):
             self.effective_labels.append(eff)
         self.vector_frame.columnconfigure(1, weight=1)
         self.vector_frame.columnconfigure(4, weight=1)
-        ttk.Label(self.vector_frame, textvariable=self.sum_text, foreground="#555").grid(
+        ttk.Label(self.vector_frame, textvariable=self.sum_text, style="Muted.TLabel").grid(
             row=4, column=0, columnspan=6, sticky="w", pady=(4, 0)
         )
         ttk.Button(self.vector_frame, text="Reset sliders", command=self.reset_sliders).grid(
@@ -91,6 +92,16 @@ class EmotionPanel(ttk.LabelFrame):
         for other in (self.clip, self.description, self.random):
             other.trace_add("write", lambda *a: self._on_change())
         self._refresh()
+        enable_drop(self, self.drop_clip)
+
+    def drop_clip(self, paths: list[Path]) -> bool:
+        """An audio file dropped on the panel becomes the emotion clip (and the mode 'From an emotion clip')."""
+        clips = only(paths, AUDIO_SUFFIXES)
+        if not clips:
+            return False
+        self.clip.set(str(clips[0]))
+        self.mode.set("audio")
+        return True
 
     def _browse(self) -> None:
         path = self._pick_clip()

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
-from typing import Any
 
-from core.api import GenerationSettings, SettingError
+from core.api import EngineError, GenerationSettings, SettingError
 from desktop.dialogs import AUDIO_FILETYPES, DialogFn, UserError
+from desktop.dnd import AUDIO_SUFFIXES, TEXT_SUFFIXES, enable_drop, only
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 
 log = logging.getLogger(__name__)
@@ -19,25 +19,51 @@ log = logging.getLogger(__name__)
 
 
 # --- text ---------------------------------------------------------------------------------------------------
-class TextPanel(ttk.LabelFrame):
-    """The text to speak, its character count and a live preview of the segments."""
+def read_text_file(path: Path) -> str:
+    """The words of a text, Markdown, script or subtitle file (the project importers' reading, cues' text only)."""
+    from core.project.importers import detect_format, parse, read_source
 
-    def __init__(self, parent: tk.Misc, split: Callable[[str], list[str]]) -> None:
+    found = parse(read_source(path), detect_format(path), path.name)
+    return "\n\n".join(line.text for line in found.lines)
+
+
+class TextPanel(ttk.LabelFrame):
+    """The text to speak (typed, or a text/Markdown/subtitle file dropped on it), its character count and a live
+    preview of the segments as the engine will speak them (after the pronunciation dictionary)."""
+
+    def __init__(
+        self, parent: tk.Misc, split: Callable[[str], list[str]], report: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__(parent, text="Text", padding=8)
         self._split = split
+        self._report = report or (lambda message: log.warning("%s", message))
         self._after_id: str | None = None
         self.char_count = tk.StringVar(self, value="0 characters")
         self.segments: list[str] = []
-        self.text = tk.Text(self, height=8, wrap="word", undo=True, font=("TkDefaultFont", 11))
+        self.text = tk.Text(self, height=6, width=40, wrap="word", undo=True, font=("TkDefaultFont", 11), borderwidth=0)
         self.text.pack(fill="both", expand=True)
         info = ttk.Frame(self)
         info.pack(fill="x", pady=(4, 0))
         ttk.Label(info, textvariable=self.char_count).pack(side="left")
         self.segment_count = tk.StringVar(self, value="")
         ttk.Label(info, textvariable=self.segment_count).pack(side="right")
-        self.preview = tk.Listbox(self, height=4, activestyle="none", background="#f5f5f5")
+        self.preview = tk.Listbox(self, height=3, activestyle="none", borderwidth=0)
         self.preview.pack(fill="x", pady=(4, 0))
         self.text.bind("<<Modified>>", self._modified)
+        self.dnd = enable_drop(self.text, self.open_files)
+
+    def open_files(self, paths: list[Path]) -> bool:
+        """Put the text of the first text, Markdown or subtitle file among ``paths`` into the box."""
+        texts = only(paths, TEXT_SUFFIXES)
+        if not texts:
+            self._report("Drop a text file here (.txt, .md, .srt or .vtt); audio files go onto the Voice panel.")
+            return False
+        try:
+            self.set_text(read_text_file(texts[0]))
+        except EngineError as exc:
+            self._report(str(exc))
+            return False
+        return True
 
     def _modified(self, event: tk.Event | None = None) -> None:
         self.text.edit_modified(False)
@@ -106,22 +132,35 @@ class VoicePanel(ttk.LabelFrame):
         ttk.Button(lib, text="Add current to library", command=self.add_current).pack(side="left")
         ttk.Button(lib, text="Rename", command=self.rename_selected).pack(side="left", padx=4)
         ttk.Button(lib, text="Delete", command=self.delete_selected).pack(side="left")
-        self.dnd = self._enable_drop()
+        self.dnd = enable_drop(self, self.drop_clip)
+        enable_drop(self.tree, self.drop_on_library)
         self.refresh()
 
-    def _enable_drop(self) -> bool:
-        """Accept dropped files when tkinterdnd2 is installed; otherwise the file picker is the way."""
-        try:
-            import tkinterdnd2
+    def _audio(self, paths: list[Path]) -> list[Path]:
+        clips = only(paths, AUDIO_SUFFIXES)
+        if not clips:
+            self._error("Drop an audio file here (WAV, FLAC, MP3 or OGG); text files go onto the Text box.")
+        return clips
 
-            tkinterdnd2.TkinterDnD._require(self.winfo_toplevel())
-            target: Any = self  # tkinterdnd2 adds drop_target_register/dnd_bind to every widget class
-            target.drop_target_register(tkinterdnd2.DND_FILES)
-            target.dnd_bind("<<Drop>>", lambda e: self.set_clip(self.tk.splitlist(e.data)[0]) if e.data else None)
-            return True
-        except Exception as exc:  # not installed, or tkdnd missing for this platform
-            log.info("drag and drop unavailable: %s", exc)
-            return False
+    def drop_clip(self, paths: list[Path]) -> bool:
+        """A file dropped on the panel becomes the voice."""
+        clips = self._audio(paths)
+        return bool(clips) and self.set_clip(clips[0])
+
+    def drop_on_library(self, paths: list[Path]) -> list[Voice]:
+        """Files dropped on the library list are added to it (named after the file); the first becomes the voice."""
+        added = []
+        for clip in self._audio(paths):
+            try:
+                added.append(self.library.add_file(clip.stem, clip))
+            except (VoiceError, OSError) as exc:
+                self._error(f"Could not add {clip.name} to the library: {exc}")
+        self.refresh()
+        if added:
+            self.use_voice(added[0])
+        for voice in added:
+            self.on_added(voice)
+        return added
 
     def refresh(self) -> None:
         self.tree.delete(*self.tree.get_children())
@@ -349,7 +388,7 @@ class HistoryPanel(ttk.LabelFrame):
     ) -> None:
         super().__init__(parent, text="History", padding=6)
         self.tree = ttk.Treeview(
-            self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=4, selectmode="browse"
+            self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=3, selectmode="browse"
         )
         for col, label, width in (
             ("time", "Time", 70),

@@ -43,7 +43,7 @@ class PresetBar(ttk.LabelFrame):
         self._report_error = report_error
         self._on_status = on_status
         self.name = tk.StringVar(self, value="")
-        self.box = ttk.Combobox(self, textvariable=self.name, width=22)
+        self.box = ttk.Combobox(self, textvariable=self.name, width=14)
         self.box.pack(side="left", fill="x", expand=True)
         ttk.Button(self, text="Load", command=lambda: self.load(self.name.get())).pack(side="left", padx=4)
         ttk.Button(self, text="Save\u2026", command=self.save_dialog).pack(side="left")

@@ -15,7 +15,7 @@ from desktop.dialogs import describe_error
 from desktop.player import Player
 from desktop.recorder import LIMIT_SECONDS, Recorder, Take, finish_take
 from desktop.voice_library import Voice, VoiceLibrary
-from desktop.widgets.waveform import Waveform
+from desktop.widgets.waveform import LevelMeter, Waveform
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ class RecordDialog(tk.Toplevel):
         self.device_box = ttk.Combobox(row, textvariable=self.device, state="readonly", width=40)
         self.device_box.pack(side="left", fill="x", expand=True, padx=6)
         ttk.Label(body, textvariable=self.status, wraplength=480, justify="left").pack(fill="x", pady=(10, 4))
-        self.meter = tk.Canvas(body, height=16, background="#222", highlightthickness=0)
+        self.meter = LevelMeter(body)
         self.meter.pack(fill="x")
-        self.meter.create_rectangle(0, 0, 0, 16, fill="#4caf50", width=0, tags=("bar",))
         self.level = 0.0
         self.wave = Waveform(body, height=90)
         self.wave.pack(fill="x", pady=8)
-        ttk.Label(body, textvariable=self.warnings, foreground="#b45309", wraplength=480, justify="left").pack(fill="x")
+        ttk.Label(body, textvariable=self.warnings, style="Warning.TLabel", wraplength=480, justify="left").pack(
+            fill="x"
+        )
         buttons = ttk.Frame(body)
         buttons.pack(fill="x", pady=(8, 0))
         self.record_button = ttk.Button(buttons, text="\u25cf Record", command=self.start)
@@ -149,10 +150,7 @@ class RecordDialog(tk.Toplevel):
 
     def set_level(self, level: float) -> None:
         self.level = level
-        width = self.meter.winfo_width()
-        colour = "#e53935" if level >= 0.99 else "#fbc02d" if level > 0.7 else "#4caf50"
-        self.meter.coords("bar", 0, 0, width * min(1.0, level), 16)
-        self.meter.itemconfigure("bar", fill=colour)
+        self.meter.set_level(level)
 
     def stop(self) -> None:
         if self._tick_id is not None:

@@ -1,5 +1,6 @@
-"""The result panel: the waveform of the current result, playback with a cursor, streaming playback, saving WAV
-files, and the history of this session's results.
+"""The result panel: the waveform of the current result, playback with a cursor, streaming playback, saving as
+WAV, FLAC, MP3 or Opus (:mod:`core.audio_formats`, the last choice remembered), and the history of this session's
+results.
 
 :class:`ResultPanel` owns its state (the history, the current entry, the player); what it needs from the window
 comes in through its constructor.
@@ -20,10 +21,11 @@ from tkinter import ttk
 import numpy as np
 import soundfile as sf
 
-from core.api import SAMPLE_RATE, SegmentAudio
+from core.api import SAMPLE_RATE, EngineError, SegmentAudio
+from core.audio_formats import FILE_FORMATS, FORMATS, AudioWriter, format_for
 from desktop.audio import AudioUnavailable
 from desktop.dialogs import DialogFn
-from desktop.errors import ReportError
+from desktop.errors import ReportError, UserError
 from desktop.history import HistoryEntry
 from desktop.player import Player
 from desktop.settings import slugify
@@ -36,23 +38,38 @@ PLAY, PAUSE = "\u25b6 Play", "\u23f8 Pause"
 NO_RESULT = "There is no result to save yet. Generate something first."
 
 
-def default_wav_name(text: str, when: float | None = None) -> str:
+def default_audio_name(text: str, when: float | None = None, fmt: str = "wav") -> str:
     words = re.findall(r"\w+", text, flags=re.UNICODE)[:6]
     stem = slugify("-".join(words), fallback="speech")[:40]
-    return f"{stem}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}.wav"
+    return f"{stem}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}.{fmt}"
 
 
-def write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write a 16-bit WAV via a temp file in the same folder and ``os.replace``.
+def save_filetypes(first: str) -> list[tuple[str, str]]:
+    """The Save dialog's file types, ``first`` (the remembered format) first."""
+    names = [first, *(n for n in FILE_FORMATS if n != first)] if first in FILE_FORMATS else list(FILE_FORMATS)
+    return [(FORMATS[n].label, f"*.{n}") for n in names]
 
-    Unlike :func:`core.cli.write_wav_atomic` it creates the folder and lets the ``OSError`` through, so the
-    window can say what happened in its own words (full disk, no permission) naming the file the user chose.
+
+def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write ``audio`` in the format of ``path``'s extension (the shared encoder of :mod:`core.audio_formats`)
+    via a temp file in the same folder and ``os.replace``.
+
+    Unlike :func:`core.audio_formats.write_audio` it creates the folder, replaces a file the user agreed to
+    overwrite in the Save dialog and lets the ``OSError`` through, so the window can say what happened in its own
+    words (full disk, no permission) naming the file the user chose.
     """
+    fmt = format_for(path)  # EngineError for an extension no encoder has
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
+        try:
+            with AudioWriter(tmp, fmt, sample_rate) as out:
+                out.write(audio)
+        except RuntimeError as exc:  # libsndfile's own errors (its encoders report no errno)
+            if isinstance(exc, EngineError):
+                raise
+            raise UserError(f"The {fmt.label} encoder failed: {exc}.") from exc
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,6 +98,8 @@ class ResultPanel(ttk.Frame):
         on_preset: Callable[[HistoryEntry], object],
         on_save: Callable[[], object] | None = None,
         streaming: bool = False,
+        save_format: str = "wav",
+        on_format: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self._dialog = dialog
@@ -88,6 +107,8 @@ class ResultPanel(ttk.Frame):
         self._on_status = on_status
         self._output_dir = output_dir
         self._output_device = output_device
+        self.save_format = save_format if save_format in FILE_FORMATS else "wav"  # the last format saved
+        self._on_format = on_format or (lambda name: None)
         self.history: list[HistoryEntry] = []
         self.current: HistoryEntry | None = None
         self.player: Player | None = None
@@ -99,7 +120,7 @@ class ResultPanel(ttk.Frame):
 
         box = ttk.LabelFrame(self, text="Result", padding=6)
         box.pack(fill="x")
-        self.waveform = Waveform(box, height=110, on_seek=self.seek)
+        self.waveform = Waveform(box, height=96, on_seek=self.seek)
         self.waveform.pack(fill="x")
         transport = ttk.Frame(box)
         transport.pack(fill="x", pady=(4, 0))
@@ -112,7 +133,7 @@ class ResultPanel(ttk.Frame):
         ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream).pack(
             side="left", padx=8
         )
-        self.save_button = ttk.Button(transport, text="Save WAV\u2026", command=on_save or self.save_wav_dialog)
+        self.save_button = ttk.Button(transport, text="Save as\u2026", command=on_save or self.save_dialog)
         self.save_button.pack(side="right")
         self.history_panel = HistoryPanel(
             self,
@@ -260,43 +281,59 @@ class ResultPanel(ttk.Frame):
         self._stream_started = False
 
     # --- saving -----------------------------------------------------------------------------------------------
-    def save_wav(self, path: Path) -> Path | None:
+    def save(self, path: Path) -> Path | None:
+        """Save the current result to ``path`` (WAV, FLAC, MP3 or Opus by its extension)."""
         if self.current is None:
             self._report_error("Save", NO_RESULT)
             return None
         try:
-            write_wav_atomic(path, self.current.result.audio, self.current.result.sample_rate)
+            write_audio_atomic(path, self.current.result.audio, self.current.result.sample_rate)
         except Exception as exc:
             if isinstance(exc, OSError) and exc.filename and Path(exc.filename).name.startswith(f".{path.stem}."):
                 exc.filename = str(path)  # name the file the user chose, not our temp file
             self._report_error("Save", exc, prefix=f"Could not save {path.name}. ")
             return None
         self._on_status(f"Saved {path}")
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt != self.save_format:
+            self.save_format = fmt
+            self._on_format(fmt)
         return path
 
-    def save_wav_dialog(self) -> Path | None:
+    save_wav = save  # the name the GUI/CLI parity tests use
+
+    def save_dialog(self) -> Path | None:
+        """Ask where and as what (WAV, FLAC, MP3, Opus: the last format chosen first) and save there."""
         if self.current is None:
             self._report_error("Save", NO_RESULT)
             return None
         chosen = self._dialog(
             "save_file",
             parent=self.winfo_toplevel(),
-            title="Save as WAV",
+            title="Save the result",
             initialdir=str(self._output_dir()),
-            initialfile=default_wav_name(self.current.request.text, self.current.created),
-            defaultextension=".wav",
-            filetypes=[("WAV audio", "*.wav")],
+            initialfile=default_audio_name(self.current.request.text, self.current.created, self.save_format),
+            defaultextension=f".{self.save_format}",
+            filetypes=save_filetypes(self.save_format),
         )
-        return self.save_wav(Path(chosen)) if chosen else None
+        if not chosen:
+            return None
+        path = Path(chosen)
+        if not path.suffix:
+            path = path.with_suffix(f".{self.save_format}")
+        return self.save(path)
+
+    save_wav_dialog = save_dialog
 
     def quick_save(self) -> Path | None:
         """Save into the output folder under the default name; never overwrites (adds ~2, ~3, ...)."""
         if self.current is None:
             self._report_error("Save", NO_RESULT)
             return None
-        path = self._output_dir() / default_wav_name(self.current.request.text, self.current.created)
+        fmt = self.save_format
+        path = self._output_dir() / default_audio_name(self.current.request.text, self.current.created, fmt)
         n = 2
         while path.exists():
-            path = path.with_name(f"{path.stem.rsplit('~', 1)[0]}~{n}.wav")
+            path = path.with_name(f"{path.stem.rsplit('~', 1)[0]}~{n}.{fmt}")
             n += 1
-        return self.save_wav(path)
+        return self.save(path)

@@ -1,4 +1,4 @@
-"""The Settings dialog: model folder, device, fp16, output folder, audio devices, recording, streaming."""
+"""The Settings dialog: model folder, device, fp16, output folder, audio devices, recording, streaming, theme."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tkinter import ttk
 from core.device import DEVICES
 from desktop.audio import AudioUnavailable, list_devices
 from desktop.settings import AppSettings
+from desktop.theme import THEME_LABELS, THEME_MODES
 
 DEFAULT = "System default"
 
@@ -38,6 +39,7 @@ class SettingsDialog(tk.Toplevel):
             "output_device": tk.StringVar(self, value=settings.output_device or DEFAULT),
             "countdown": tk.IntVar(self, value=settings.countdown),
             "streaming": tk.BooleanVar(self, value=settings.streaming),
+            "theme": tk.StringVar(self, value=THEME_LABELS.get(settings.theme, THEME_LABELS["system"])),
         }
         body = ttk.Frame(self, padding=12)
         body.pack(fill="both", expand=True)
@@ -72,7 +74,7 @@ class SettingsDialog(tk.Toplevel):
             )
             r += 1
         if self.audio_note:
-            ttk.Label(body, text=self.audio_note, foreground="#b45309", wraplength=460).grid(
+            ttk.Label(body, text=self.audio_note, style="Warning.TLabel", wraplength=460).grid(
                 row=r, column=0, columnspan=3, sticky="w"
             )
             r += 1
@@ -83,6 +85,12 @@ class SettingsDialog(tk.Toplevel):
         r += 1
         ttk.Checkbutton(
             body, text="Start playing the first segment as soon as it is ready", variable=self.vars["streaming"]
+        ).grid(row=r, column=1, sticky="w", padx=6)
+        r += 1
+        ttk.Label(body, text="Appearance").grid(row=r, column=0, sticky="w", pady=3)
+        ttk.Combobox(
+            body, textvariable=self.vars["theme"], values=[THEME_LABELS[m] for m in THEME_MODES], state="readonly",
+            width=18,
         ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
         buttons = ttk.Frame(body)
@@ -98,6 +106,7 @@ class SettingsDialog(tk.Toplevel):
 
     def values(self) -> AppSettings:
         v = {k: var.get() for k, var in self.vars.items() if k != "countdown"}
+        v["theme"] = next((m for m in THEME_MODES if THEME_LABELS[m] == v["theme"]), "system")
         for key in ("input_device", "output_device"):
             if v[key] == DEFAULT:
                 v[key] = ""
