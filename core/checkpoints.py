@@ -76,13 +76,23 @@ def load_torch(
     """``torch.load(path, weights_only=True)`` on the CPU with a clear error for bad files.
 
     A zip archive is memory-mapped (``mmap=True``, private copy-on-write: see the module doc): its tensors are views
-    of the file, read when first used. ``allow_globals`` are extra harmless classes/functions the file
+    of the file, read when first used. Where mapping fails (a system or file system without it), the file is read
+    instead; its errors are the ones reported. ``allow_globals`` are extra harmless classes/functions the file
     legitimately references.
     """
     path = _require_file(Path(path), what)
-    try:
+
+    def load(mapped: bool) -> Any:
         with torch.serialization.safe_globals(list(allow_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_torch_zip(path))
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+
+    try:
+        if mmap and _is_torch_zip(path):
+            try:
+                return load(True)
+            except (RuntimeError, OSError, ValueError) as exc:
+                log.debug("%s: memory mapping failed (%s); reading it", path, str(exc).splitlines()[0])
+        return load(False)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{what} {path} contains objects that are not plain tensors and cannot be loaded safely "

@@ -124,7 +124,8 @@ def build_pipeline(paths: ModelPaths, choice: DeviceChoice, on_progress: Progres
 
     dev = torch.device(choice.device)
     fp16 = bool(choice.fp16 and dev.type == "cuda")
-    steps = ["config", "text", "w2v-BERT", "semantic codec", "CAMPPlus", "GPT", "s2mel", "vocoder", "emotion matrices"]
+    steps = ["config", "text", "w2v-BERT", "semantic codec", "CAMPPlus", "GPT", "s2mel", "vocoder", "emotion matrices",
+             "weights into memory"]
 
     def step(i: int) -> None:
         if on_progress:
@@ -152,6 +153,7 @@ def build_pipeline(paths: ModelPaths, choice: DeviceChoice, on_progress: Progres
         vocoder = BigVGAN.from_pretrained(paths.bigvgan, device=dev).eval()
         step(8)
         emotions = EmotionMatrices.load(paths.feat1, paths.feat2, cfg.emo_num)
+        step(9)
         # The checkpoints are memory-mapped (core.checkpoints): bring in now, in a few calls, the weights every
         # synthesis reads. The voice stages (w2v-BERT, codec, CAMPPlus) stay on disk until a new voice is embedded.
         prefault(t for stage in (gpt, s2mel, vocoder) for t in (*stage.parameters(), *stage.buffers()))
