@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import CheckpointError, fold_weight_norm, load_strict, load_torch
+from core.checkpoints import CheckpointError, fold_weight_norm, load_strict, load_torch, skeleton
 from core.config import SemanticCodecConfig
 from core.semantic_codec import ResidualVQ, _backbone_and_linear
 
@@ -66,13 +66,14 @@ class EnhancedCodec(nn.Module):
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             raise CheckpointError(f"{what} {path} has no 'model' state dict (is it a 2.5 codec.pth?). {_FIX}")
         state = fold_weight_norm(data["model"], source=path, what=what)
-        model = cls(cfg, encoder=encoder)
+        with skeleton():  # weightless until the load adopts the file's tensors
+            model = cls(cfg, encoder=encoder)
         if not encoder:
             with torch.device("meta"):  # check the unused part key by key and shape by shape, without memory
                 holder = cls(cfg, encoder=True)
             load_strict(holder, {k: v.to("meta") for k, v in state.items()}, source=path, what=what)
             state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIXES)}
-        load_strict(model, state, source=path, what=what)
+        load_strict(model, state, source=path, what=what, assign=True)
         log.info("IndexTTS-2.5 codec loaded from %s", path)
         return model.eval()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.checkpoints import CheckpointError, load_strict
+from core.checkpoints import CheckpointError, load_strict, skeleton
 from core.config import S2MelConfig
 from core.s2mel.cfm import CFM
 from core.s2mel.length_regulator import InterpolateRegulator
@@ -61,11 +61,12 @@ class S2MelV25(nn.Module):
             raise CheckpointError(
                 f"s2mel checkpoint {path} lacks net[{', '.join(repr(m) for m in missing)}] (has {sorted(net)})"
             )
-        model = cls(cfg)
+        with skeleton():  # weightless until the load adopts the file's tensors
+            model = cls(cfg)
         for part in cls.PARTS:
             module = getattr(model, part)
             load_strict(module, part_state(net, part, module, source=path), source=path,
-                        what=f"s2mel checkpoint net['{part}']")
+                        what=f"s2mel checkpoint net['{part}']", assign=True)
         ignored = sorted(set(net) - set(cls.PARTS))
         log.info("IndexTTS-2.5 s2mel loaded from %s (not used: %s)", path, ", ".join(ignored) or "nothing")
         return model.to(device).eval()
