@@ -23,7 +23,8 @@ What a chunk computes, and why (seams):
 * GPT latent: the teacher-forced second GPT pass over *all codes so far*, rows ``[a_k, b_k)``. That pass is causal,
   so these rows are the ones the non-streamed pass computes for the same codes (same values up to float rounding);
   a pass over the chunk alone would lose the context and change them, and the decode's own hidden states are not
-  them either (other mel positions, unfiltered text). Cost: one pass over ``b_k`` codes per chunk.
+  them either (other mel positions, filtered text ids). :class:`LatentRows` runs it incrementally (cached keys and
+  values), so a segment costs one pass over its codes however many chunks it has.
 * Length regulator over the content of all codes so far to ``F(b_k)`` frames, frames ``[F(a_k), F(b_k))`` kept: its
   convolutions see the real left context and its GroupNorm pools over all codes so far, as close to the full
   render as the codes known allow (only the last few frames, which the next chunk's fade takes over, lack their
@@ -41,10 +42,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .api import AudioChunk, ChunkCallback, GenerationSettings
@@ -52,6 +54,7 @@ from .s2mel.length_regulator import mel_frames_for_codes
 
 if TYPE_CHECKING:
     from .engine import Voice
+    from .gpt.model import GPT2Block, UnifiedVoice
     from .pipeline import Pipeline
 
 STREAM_BEAMS_WARNING = ("Streaming decodes with one beam (num beams {beams} ignored): the best of several beams is "
@@ -189,6 +192,54 @@ class SegmentStreamer:
         self.emit(out, last)
 
 
+class LatentRows:
+    """The GPT latent rows of a segment's codes, computed as the codes arrive: upstream's teacher-forced second pass
+    (:meth:`UnifiedVoice.latent`) run incrementally, its keys/values kept per layer and extended by each chunk's new
+    codes. That pass is causal, so row ``k`` (the final-normed hidden state at mel input ``k``: the start token for
+    ``k = 0``, code ``k - 1`` after) is the full pass's row ``k`` (up to float rounding), and a segment costs one
+    pass over its codes however many chunks it has."""
+
+    def __init__(self, gpt: UnifiedVoice, text_ids: list[int], spk_latent: Tensor, emovec: Tensor) -> None:
+        self.gpt = gpt
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        empty = torch.zeros(0, dtype=torch.long, device=gpt.device)
+        prefix = gpt.forward_embedding(text_ids, spk_latent, emovec, empty)[:, :-1]  # [conds; text; start mel]
+        self.rows = self._extend(prefix)[:, -1:]  # row 0: the start token's
+        self.fed = 0  # codes fed so far
+
+    def upto(self, codes: list[int], b: int) -> Tensor:
+        """Rows ``[0, b)`` [1, b, D] float32 (they need the codes ``[0, b - 1)``)."""
+        if b - 1 > self.fed:
+            new = torch.tensor(codes[self.fed:b - 1], dtype=torch.long, device=self.gpt.device)
+            positions = torch.arange(self.fed + 1, b, device=new.device)  # code k sits at mel position k + 1
+            x = (self.gpt.mel_embedding(new) + self.gpt.mel_pos_embedding(positions)).unsqueeze(0)
+            self.rows = torch.cat([self.rows, self._extend(x)], dim=1)
+            self.fed = b - 1
+        return self.rows[:, :b].float()
+
+    def _extend(self, x: Tensor) -> Tensor:
+        """Run the rows ``x`` [1, T, D] after those already cached; their final_norm'd outputs [1, T, D]."""
+        blocks = cast("list[GPT2Block]", list(self.gpt.gpt.h))
+        t = x.shape[1]
+        past = self.keys[0].shape[2] if self.keys else 0
+        visible = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+        for i, block in enumerate(blocks):
+            attn = block.attn
+            q, k, v = (y.transpose(1, 2) for y in attn.c_attn(block.ln_1(x)).view(
+                1, t, 3, attn.heads, attn.head_dim).unbind(2))  # [1, H, T, hd]
+            if len(self.keys) < len(blocks):
+                self.keys.append(k)
+                self.values.append(v)
+            else:
+                self.keys[i] = torch.cat([self.keys[i], k], dim=2)
+                self.values[i] = torch.cat([self.values[i], v], dim=2)
+            out = F.scaled_dot_product_attention(q, self.keys[i], self.values[i], attn_mask=visible)
+            x = x + attn.c_proj(out.transpose(1, 2).reshape(1, t, -1))
+            x = x + block.mlp(block.ln_2(x))
+        return self.gpt.final_norm(self.gpt.gpt.ln_f(x))
+
+
 class SegmentNoise:
     """The diffusion noise of one segment on its global frame grid, drawn frame by frame (frame-major) as chunks
     need it, so that every chunk covering a frame starts from the same noise there."""
@@ -225,6 +276,7 @@ class ChunkRenderer:
     seconds: float = 0.0  # total time spent rendering (the decode's own time is the rest)
 
     def __post_init__(self) -> None:
+        self.latents = LatentRows(self.p.gpt, self.text_ids, self.voice.spk_latent, self.emovec)
         spec = self.p.cfg.require("s2mel").preprocess_params
         ref_frames = self.voice.ref_mel.shape[-1]
         n = self.plan.prompt_frames(ref_frames, spec.sr / spec.spect_params.hop_length)
@@ -243,7 +295,7 @@ class ChunkRenderer:
         p, v, s = self.p, self.voice, self.settings
         t0 = t = time.perf_counter()
         known = torch.tensor(codes[:b], dtype=torch.long, device=p.device)
-        latent = p.gpt.latent(self.text_ids, v.spk_latent, self.emovec, known)
+        latent = self.latents.upto(codes, b)
         t = self._clock("gpt_latent", t)
         fa, fb = frames_for_codes(a), frames_for_codes(b)
         cond = p.s2mel.length_regulator(content_condition(p, known, latent), fb)[:, fa:]

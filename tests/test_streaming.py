@@ -36,6 +36,7 @@ from core.engine import Engine
 from core.gpt.generate import generate
 from core.streaming import (
     STREAM_BEAMS_WARNING,
+    LatentRows,
     SegmentStreamer,
     StreamPlan,
     crossfade,
@@ -158,6 +159,21 @@ def engine(work: Path) -> Engine:
     e.load(tiny_model_dir(), device="cpu")
     e.stream_plan = PLAN
     return e
+
+
+def test_latent_rows_grow_as_the_full_latent_pass(engine: Engine) -> None:
+    """The incremental latent pass gives, chunk after chunk, the rows of the non-streamed second GPT pass (text ids
+    0 and 1 kept there, as upstream)."""
+    gpt = engine.pipeline.gpt
+    gen = torch.Generator().manual_seed(2)
+    spk, emo = torch.randn(1, 32, gpt.cfg.model_dim, generator=gen), torch.randn(1, gpt.cfg.model_dim, generator=gen)
+    ids = [5, 0, 7, 9, 1, 11]
+    codes = torch.randint(0, 8000, (57,), generator=gen).tolist()
+    full = gpt.latent(ids, spk, emo, torch.tensor(codes))
+    rows = LatentRows(gpt, ids, spk, emo)
+    for b in (1, 6, 16, 17, 40, 57):
+        np.testing.assert_allclose(rows.upto(codes, b).numpy(), full[:, :b].numpy(), atol=1e-5)
+    assert rows.fed == 56
 
 
 def codes_of(engine: Engine, request: SynthesisRequest) -> list[list[int]]:
