@@ -9,20 +9,23 @@ Every failure becomes a :class:`CheckpointError` that names the file and says wh
 
 Memory mapping. Weights are not read into memory at load: ``torch.load(mmap=True)`` and safetensors' default
 backend map the file, and each tensor is a view of the mapping (a legacy non-zip torch file, which cannot be mapped,
-is read as before). The models are built as weightless skeletons (:func:`skeleton`: ``meta`` device, no random
-init) and adopt those tensors (``load_state_dict(assign=True)``), so a model load costs what the model touches,
-and pages the model never reads (w2v-BERT's layers after the one IndexTTS2 uses, the s2mel training state) are
-never in memory. Pages come in from the disk cache on first use and, being file-backed, can be dropped and re-read
-by the OS under memory pressure instead of being swapped.
+is read as before). The models are built as weightless skeletons (:func:`skeleton`: parameters on ``meta``, no random
+init) and adopt those tensors (``load_state_dict(assign=True)``), so a load costs what the models touch, and pages
+no model reads (w2v-BERT's layers after the one IndexTTS2 uses, the s2mel training state, the codec's decoder) are
+never in memory. A weight the loaders derive from another (folded weight norm, the GPT's out-major layout) is a new
+tensor, and the source's pages are handed back (:func:`release_pages`), so both are never held. The pages a model
+reads come in from the disk cache on first use, or at once with :func:`prefault`; being file-backed, they can be
+dropped and re-read by the OS under memory pressure instead of being swapped, and two loads of the same files (a
+reload) share them.
 
-The mapping is private (``MAP_PRIVATE``, copy-on-write, what torch's and safetensors' ``mmap`` do): what the loaders
-write into a weight (weight-norm folding, the GPT's out-major layout) turns those pages into private memory and
-never reaches the file, and read-only files work. Replacing a model file while the app runs is safe when the file
-is replaced, not rewritten: a rename over it (``os.replace``, which our downloader, huggingface_hub and ModelScope
-all use) or a delete leaves the mapped old file alive until the models are unloaded. Rewriting a loaded file in
-place (truncating it, e.g. ``cp new.pth gpt.pth``) is not supported on Linux and macOS: a page not yet read then
-reads the new bytes, or past the new end of the file, which stops the process (SIGBUS). On Windows the OS refuses
-to overwrite or truncate a mapped file. Reload the models after changing their files.
+The mapping is private (``MAP_PRIVATE``, copy-on-write, what torch's and safetensors' ``mmap`` do): a write into a
+loaded tensor stays in this process and never reaches the file, and read-only files work. Changing a model file
+while the app runs is safe when the file is replaced, not rewritten: a rename over it (``os.replace``, which our
+downloader, huggingface_hub and ModelScope use) or a delete leaves the mapped old file alive until the models are
+unloaded. Rewriting a loaded file in place (``cp new.pth gpt.pth`` truncates and rewrites it) is not supported on
+Linux and macOS: the models then read the new bytes, or, past the new end of the file, the process stops (SIGBUS).
+Keeping private copies of every page would rule that out but cost a copy of all weights at every start. On Windows
+the OS refuses to overwrite or truncate a mapped file. Reload the models after changing their files.
 """
 
 from __future__ import annotations
