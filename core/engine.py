@@ -510,6 +510,8 @@ class Engine:
         s, v, n = job.settings, job.voice, len(job.segments)
         assert job.emovec is not None
         hop = p.cfg.require("s2mel").preprocess_params.spect_params.hop_length
+        progress("Streaming speech", i, 0.0)
+        t = time.perf_counter()
         renderer = ChunkRenderer(p, v, list(ids), job.emovec, s, self.stream_plan, self._stream_noise(p, job, i),
                                  job.cancel, job.timings)
         pieces: list[np.ndarray] = []
@@ -520,8 +522,6 @@ class Engine:
             progress("Streaming speech", i, 0.95 * (1.0 - 0.5 ** len(pieces)))  # the length is known only at the end
 
         streamer = SegmentStreamer(self.stream_plan, renderer, emit, hop)
-        progress("Streaming speech", i, 0.0)
-        t = time.perf_counter()
         codes, hit_max = generate(p.gpt, ids, v.spk_latent, job.emovec, s, cancel=job.cancel, callback=streamer.push)
         streamer.finish()
         job.timings["gpt"] += time.perf_counter() - t - renderer.seconds

@@ -276,7 +276,10 @@ class ChunkRenderer:
     seconds: float = 0.0  # total time spent rendering (the decode's own time is the rest)
 
     def __post_init__(self) -> None:
-        self.latents = LatentRows(self.p.gpt, self.text_ids, self.voice.spk_latent, self.emovec)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            self.latents = LatentRows(self.p.gpt, self.text_ids, self.voice.spk_latent, self.emovec)
+        self.seconds += self._clock("gpt_latent", t) - t
         spec = self.p.cfg.require("s2mel").preprocess_params
         ref_frames = self.voice.ref_mel.shape[-1]
         n = self.plan.prompt_frames(ref_frames, spec.sr / spec.spect_params.hop_length)
