@@ -137,30 +137,33 @@ class JobGate:
         return Ticket(self, info, cancel)
 
     def _take_turn(self, info: JobInfo, cancel: threading.Event | None) -> None:
-        withdrawn = False
         with self._cond:
-            while self._running is not None or self._waiting[0] is not info:
+            while info in self._waiting and (self._running is not None or self._waiting[0] is not info):
                 if cancel is not None and cancel.is_set():
-                    self._waiting.remove(info)
-                    self._cond.notify_all()
-                    withdrawn = True
                     break
                 self._cond.wait(0.1 if cancel is not None else None)
-            if not withdrawn:
+            if info in self._waiting and self._waiting[0] is info and self._running is None:
                 self._waiting.popleft()
                 self._running = info
                 info.started_at = time.monotonic()
-        if withdrawn:
-            info.finished_at = time.monotonic()
-            self._emit(JobEvent("cancelled", info))
+                started = True
+            else:
+                started = False
+        if not started:  # cancelled while waiting, or withdrawn by another thread (which reported it)
+            self._withdraw(info)
             raise Cancelled()
         self._emit(JobEvent("started", info))
 
-    def _withdraw(self, info: JobInfo) -> None:
+    def _withdraw(self, info: JobInfo) -> bool:
+        """Take a waiting job out of the queue and report it cancelled; False when it was not waiting."""
         with self._cond:
-            if info in self._waiting:
-                self._waiting.remove(info)
-                self._cond.notify_all()
+            if info not in self._waiting:
+                return False
+            self._waiting.remove(info)
+            self._cond.notify_all()
+        info.finished_at = time.monotonic()
+        self._emit(JobEvent("cancelled", info))
+        return True
 
     def _finish(self, info: JobInfo, error: BaseException | None) -> None:
         info.finished_at = time.monotonic()
@@ -189,10 +192,10 @@ class Ticket:
         """An ``on_progress`` callback for the engine that reports to the gate's listeners."""
         self.gate._emit(JobEvent("progress", self.info, progress=p))
 
-    def withdraw(self) -> None:
-        """Leave the queue without running (a ticket that was never entered)."""
-        if not self._entered:
-            self.gate._withdraw(self.info)
+    def withdraw(self) -> bool:
+        """Leave the queue without running, from any thread (a later ``with ticket`` raises Cancelled); False
+        when the job is not waiting (it runs or ran already)."""
+        return not self._entered and self.gate._withdraw(self.info)
 
     def __enter__(self) -> Ticket:
         self.gate._take_turn(self.info, self.cancel)

@@ -91,3 +91,28 @@ def test_a_waiting_job_can_be_withdrawn_and_errors_are_reported() -> None:
     progress = next(e for e in events if e.kind == "progress")
     assert progress.progress is not None and progress.progress.segment == 1
     assert gate.retry_after() >= 1
+
+
+def test_withdraw_from_another_thread_reports_once() -> None:
+    gate = JobGate(max_waiting=4)
+    events: list[JobEvent] = []
+    gate.add_listener(events.append)
+    release = threading.Event()
+    busy = gate.submit("gui", "busy")
+    t1, _ = _enter_in_thread(busy, lambda: release.wait(WAIT))
+    while gate.status().running is None:
+        threading.Event().wait(0.01)
+    inside, never_entered = gate.submit("api", "inside"), gate.submit("api", "later")
+    t2, b2 = _enter_in_thread(inside)  # waits inside ``with`` (no cancel event of its own)
+    assert inside.withdraw() and never_entered.withdraw()
+    assert not inside.withdraw()  # only once
+    t2.join(WAIT)
+    assert isinstance(b2["error"], Cancelled)
+    with pytest.raises(Cancelled):
+        with never_entered:
+            pass
+    assert not busy.withdraw()  # a running job is not waiting
+    release.set()
+    t1.join(WAIT)
+    cancelled = [e.job.label for e in events if e.kind == "cancelled"]
+    assert cancelled == ["inside", "later"] and gate.status().waiting == ()

@@ -445,6 +445,32 @@ def test_full_queue_is_429_with_retry_after(server: LocalServer, engine: Engine,
     assert labels == ["First one.", "Second one."]  # in the order they came
 
 
+def test_a_client_that_leaves_the_queue_frees_its_place(server: LocalServer, engine: Engine, voices: VoiceCatalog,
+                                                      recorder: Recorder) -> None:
+    release, held, box = threading.Event(), threading.Event(), {}
+    gui = _gui_job(engine, SynthesisRequest(LONG, voices.resolve("Bob"), settings=GenerationSettings(**SEGMENTED)),
+                   release, held, box)
+    assert held.wait(WAIT)
+    try:
+        first = _api_call(server, speech_body(input="Stays."), box, "first")
+        recorder.wait_for(lambda e: e.kind == "started" and e.job.label == "Stays.")
+        body = json.dumps(speech_body(input="Leaves.")).encode()
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+        raw.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        recorder.wait_for(lambda e: e.kind == "queued" and e.job.label == "Leaves.")
+        raw.close()  # the client gives up while its job waits
+        recorder.wait_for(lambda e: e.kind == "cancelled" and e.job.label == "Leaves.")
+        waiting = get(server, "/health").json()["queue"]["waiting"]
+        assert gui.is_alive()  # all this while the engine was still busy with the GUI's job
+    finally:
+        release.set()
+    gui.join(WAIT)
+    first.join(WAIT)
+    assert waiting == 0 and box["first"].status_code == 200
+    assert not [e for e in recorder.events if e.job.label == "Leaves." and e.kind in ("started", "progress")]
+
+
 # ------------------------------------------------------------------------------------------ the other routes
 
 

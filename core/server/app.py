@@ -258,6 +258,11 @@ class _Job:
         finally:
             self.service._forget(self)
 
+    def abandon(self) -> None:
+        """Nobody wants the result any more: stop the engine at its next step, or leave the queue now."""
+        self.cancel.set()
+        self.ticket.withdraw()
+
     async def next(self) -> tuple[str, Any]:
         kind, value = await self.items.get()
         if kind == "error":
@@ -346,7 +351,7 @@ class SpeechService:
             jobs, worker = list(self._jobs), self._worker
             self._queue.put(None)
         for job in jobs:
-            job.cancel.set()
+            job.abandon()
         if worker is None:
             return None
         worker.join(timeout)
@@ -396,19 +401,42 @@ async def _stream(job: _Job, first: SegmentAudio, encoder: StreamEncoder) -> Asy
         log.warning("API job %s stopped while streaming: %s", job.ticket.info.id, exc.message)
         raise StreamAborted(exc.message) from None
     finally:
-        job.cancel.set()  # the client went away, or the job is over: either way nothing more is wanted
+        job.abandon()  # the client went away, or the job is over: either way nothing more is wanted
 
 
-async def _speak(service: SpeechService, job: SpeechJob) -> Response:
+async def _until_disconnect(request: Request, every: float = 0.25) -> None:
+    """Return once the client has gone away (it closed the connection or gave up waiting)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every)
+
+
+async def _before_disconnect(running: _Job, request: Request, step: Callable[[], Any]) -> Any:
+    """``await step()``, unless the client leaves first: then the job is cancelled (a waiting one leaves the
+    queue at once) and nobody is answered."""
+    work = asyncio.ensure_future(step())
+    gone = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        running.abandon()
+        log.info("API job %s: the client went away; cancelled", running.ticket.info.id)
+        raise ApiError(499, "The client closed the request.", code="client_closed")
+    return work.result()
+
+
+async def _speak(service: SpeechService, job: SpeechJob, request: Request) -> Response:
     running = service.start(job, stream=True)
     try:
-        kind, value = await running.next()
+        kind, value = await _before_disconnect(running, request, running.next)
         if kind == "segment" and value.count > 1:
             encoder = StreamEncoder(job.format)
             return StreamingResponse(_stream(running, value, encoder), media_type=encoder.format.media_type)
-        result = value if kind == "done" else await running.result()
+        result = value if kind == "done" else await _before_disconnect(running, request, running.result)
     except BaseException:
-        running.cancel.set()
+        running.abandon()
         raise
     return Response(encode(result.audio, job.format), media_type=FORMATS[job.format].media_type)
 
@@ -465,7 +493,7 @@ def create_app(engine: EngineProtocol, voices: VoiceCatalog, key: str | Callable
     async def speech(request: Request) -> Response:
         job = parse_speech(await _read_body(request, service.limits.max_body_bytes), service.voices,
                            service.limits)
-        return await _speak(service, job)
+        return await _speak(service, job, request)
 
     @app.get("/v1/models")
     async def list_models() -> dict:
