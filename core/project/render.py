@@ -199,9 +199,12 @@ class _Queue:
             try:
                 key = p.take_key(line, self.model)
                 request = SynthesisRequest(line.text, p.voice_clip(line), _emotion(p, line), p.effective_settings(line))
+                problem = None
             except EngineError as exc:
-                self.fail(line_id, index, str(exc), t)
-                return True
+                problem = str(exc)
+        if problem is not None:  # outside the lock: fail() waits for the writer, which takes the lock
+            self.fail(line_id, index, problem, t)
+            return True
         self.progress(line_id, index, 0.0, "Starting")
 
         def on_progress(pr: Progress) -> None:
