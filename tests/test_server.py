@@ -610,6 +610,7 @@ def test_serve_command_end_to_end(tmp_path: Path, work: Path) -> None:
         out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
     assert out.strip().endswith("stopped")
+    assert "job 1 finished in" in err and "'Hello there.'" in err  # the terminal logs each job
 
 
 # --------------------------------------------------------------------------------------------------- the key

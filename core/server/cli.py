@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from ..api import EngineError
+from ..jobs import JobEvent
 from .runner import DEFAULT_HOST, DEFAULT_PORT
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                      "generated on first start)")
     p.add_argument("--max-waiting", type=int, default=4, help="jobs that may wait for the engine (429 beyond)")
     return p
+
+
+def _log_job(event: JobEvent) -> None:
+    """One log line per finished, failed or cancelled job (the terminal shows what the server does)."""
+    job = event.job
+    if event.kind in ("finished", "failed", "cancelled"):
+        took = (job.finished_at or 0.0) - (job.started_at or job.queued_at)
+        detail = f": {event.error}" if event.error else ""
+        log.info("job %d %s in %.2f s (%r)%s", job.id, event.kind, took, job.label, detail)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     engine.load(models.locate_model_dir(args.model_dir), device=args.device)
     server = LocalServer(engine, voices=voices, key=key, host=args.host, port=args.port,
                          allow_remote=args.allow_remote, limits=ServerLimits(max_waiting=args.max_waiting))
+    server.gate.add_listener(_log_job)
     url = server.start()
     print(f"IndexTTS2 speech server: {url}  (OpenAI-compatible; POST {url}/audio/speech)")
     if key_from.startswith(("--", "$")):
