@@ -123,6 +123,8 @@ class ProjectsView:
         self.page = ttk.Frame(app.studio, padding=6)
         self._build(self.page)
         self.notebook = install_tab(app.studio, self.page)
+        # a changed pronunciation dictionary makes the takes of the lines using a changed entry stale
+        self.root.bind("<<DictionaryChanged>>", lambda _e: self.events.post(ProjectEvent("project")), add="+")
 
     # ------------------------------------------------------------------------------------------ layout
 
@@ -277,6 +279,7 @@ class ProjectsView:
     def _show(self, project: Project) -> None:
         """Show an opened project (and say what the open noticed: a backup used, read-only, ...)."""
         self.project = project
+        project.use_glossary(getattr(self.app.engine, "glossary_terms", None))  # statuses as a render sees them
         self._unsubscribe = project.subscribe(self.events.post)
         self.recent.add(project.folder)
         self.table.populate([line.id for line in project.lines])

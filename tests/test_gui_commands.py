@@ -172,11 +172,11 @@ def test_generate_follows_the_app_state(display, audio_server, tmp_path):
 def test_a_new_menu_command_is_one_line(studio):
     app = studio.app
     opened: list[str] = []
-    app.commands.add("local_api", "Local API\u2026", lambda: opened.append("api"), menu="Tools")
+    app.commands.add("example_tool", "Example tool\u2026", lambda: opened.append("tool"), menu="Tools")
     tools = app.commands.menus["Tools"]
-    assert menu_labels(tools)[-1] == "Local API\u2026"
-    tools.invoke(entry_of(tools, "Local API\u2026"))
-    assert opened == ["api"]
+    assert menu_labels(tools)[-1] == "Example tool\u2026"
+    tools.invoke(entry_of(tools, "Example tool\u2026"))
+    assert opened == ["tool"]
 
 
 def test_play_is_enabled_once_there_is_a_result(studio):
