@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+import threading
 import time
 import tkinter as tk
 from pathlib import Path
@@ -449,3 +450,66 @@ def test_a_500k_character_book_imports_and_fills_the_table_without_freezing(stud
     line = view.project.lines[1500]
     assert view.edit_cell(line.id, "text", "A shorter line.")
     assert cells(view, line.id)["text"] == "A shorter line." and cells(view, line.id)["n"] == "1501"
+
+
+def test_subtitle_lines_show_their_overrun(studio: Studio, tmp_path: Path):
+    s = studio
+    srt = ("1\n00:00:00,000 --> 00:00:00,200\nA line far too long for its tiny cue, it runs over.\n\n"
+           "2\n00:00:05,000 --> 00:00:09,000\nThis one fits.\n")
+    view = import_script(s, tmp_path, srt, name="film.srt", fmt=None)  # the format from the extension
+    project = view.project
+    assert [line.timed for line in project.lines] == [True, True]
+    render_all(s)
+    over, fits = project.lines
+    assert over.overrun > 0 and fits.overrun == 0
+    assert cells(view, over.id)["overrun"] == f"+{over.overrun:.2f} s" and cells(view, fits.id)["overrun"] == ""
+    assert "overrun" in view.table.tree.item(over.id, "tags")
+    assert abs(over.overrun - (over.active_take.duration - 0.2)) < 1e-9
+
+
+def test_export_of_the_selected_chapters(studio: Studio, tmp_path: Path):
+    s = studio
+    view = import_script(s, tmp_path)
+    render_all(s)
+    project = view.project
+    starts, total = expected_starts(project.folder)
+    view.table.select([project.lines[4].id])  # a line of the second chapter
+    out = tmp_path / "plan.wav"
+    s.dialogs.answer("save_file", str(out))
+    s.dialogs.answer("yesno", True)  # only the chapters of the selection
+    assert view.export_dialog() is not None
+    wait_until(s.root, lambda: view.job is None, WAIT)
+    assert "1 chapter(s)" in s.dialogs.messages("yesno")[-1]
+    audio, _ = sf.read(str(out), dtype="int16")
+    assert len(audio) == total - starts[3] and view.exported.chapters == [("The Plan", 0.0)]
+
+
+def test_an_api_job_gets_its_turn_between_the_lines_of_a_render(display, audio_server, tmp_path: Path):
+    from core.jobs import JobEvent
+
+    s = make_studio(tmp_path / "home", engine=StandInEngine(step_seconds=0.03))
+    try:
+        s.app.voice_panel.set_clip(s.voice)
+        view = import_script(s, tmp_path, SCRIPT * 2)
+        events: list[tuple[str, str]] = []
+        s.app._engine_lock.gate.add_listener(
+            lambda e: events.append((e.job.source, e.kind)) if e.kind != "progress" else None)
+        view.render()
+        wait_until(s.root, lambda: events.count(("project", "finished")) >= 2, WAIT)
+        gate = s.app._engine_lock.gate
+        ticket = gate.submit("api", "a request from another app")  # as the server submits its jobs
+        done: list[JobEvent] = []
+
+        def api_job() -> None:
+            with ticket:
+                done.append(JobEvent("started", ticket.info))
+
+        thread = threading.Thread(target=api_job)
+        thread.start()
+        wait_until(s.root, lambda: view.job is None and not thread.is_alive(), WAIT)
+        api_at = events.index(("api", "started"))
+        lines_after = events[api_at:].count(("project", "started"))
+        assert done and 0 < lines_after < 10, events  # it ran between two lines, not after the whole render
+        assert view.report.rendered == 12
+    finally:
+        close_studio(s)
