@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from gui_helpers import Studio, close_studio, make_studio, pump, wait_until, write_tone
-from project_helpers import expected_starts, read_json
+from project_helpers import REPO, SCRIPT, SR, expected_starts, read_json
 
 from core.api import Emotion
 from core.project import Project
@@ -30,18 +30,6 @@ from core.project.export import EXTENSIONS
 from desktop.standin import StandInEngine
 from desktop.voice_library import VoiceLibrary
 
-REPO = Path(__file__).resolve().parent.parent
-SR = 22050
-SCRIPT = """# The Meeting
-Alice: Hello there, Bob.
-[Bob] Hi Alice. Good to see you.
-Alice: Shall we begin?
-
-# The Plan
-Bob: Yes. First the map.
-[Alice] Then the boat.
-Bob: And then we wait.
-"""
 WAIT = 60.0
 
 
