@@ -168,6 +168,7 @@ class ProjectsView:
                                on_move=self.move_line, speakers=self.speakers, cell_text=self.cell_text,
                                on_menu=self._context_menu)
         self.failures = FailureLog(panes, on_pick=lambda line_id: self.table.select([line_id]))
+        self.table.tree.bind("<Delete>", lambda _e: self.delete_lines() if self.table.selected() else None)
         panes.add(self.table, weight=5)
         panes.add(self.failures, weight=1)
         self.render_bar = RenderBar(page)
@@ -545,6 +546,65 @@ class ProjectsView:
             return None
         return self.render(chosen)
 
+    def set_chapter(self, line_id: str, title: str | None = None) -> bool:
+        """Start a chapter at this line (asked for when ``title`` is None; empty: no chapter starts here)."""
+        p = self.project
+        if p is None:
+            return False
+        if title is None:
+            title = self.app.dialog("string", parent=self.root, title="Chapter",
+                                    prompt="Title of the chapter that starts at this line (empty: none):",
+                                    initialvalue=p.line(line_id).chapter or "")
+            if title is None:
+                return False
+        return self._edit("Chapter", lambda proj: proj.set_chapter(line_id, title))
+
+    def set_pause(self, ids: Sequence[str] | None = None, pause_ms: int | None = None) -> bool:
+        """The pause after each chosen line, in milliseconds (asked for when ``pause_ms`` is None)."""
+        chosen = self._ids(ids)
+        if not chosen or self.project is None:
+            return False
+        if pause_ms is None:
+            answer = self.app.dialog("string", parent=self.root, title="Pause",
+                                     prompt=f"Pause after {len(chosen)} line(s), in milliseconds:",
+                                     initialvalue=str(self.project.line(chosen[0]).pause_ms))
+            if answer is None:
+                return False
+            try:
+                pause_ms = int(str(answer).strip())
+            except ValueError:
+                self.app.error("Pause", f"The pause is a whole number of milliseconds (got {answer!r}).")
+                return False
+        value = pause_ms
+
+        def action(proj: Project) -> None:
+            for line_id in chosen:
+                proj.set_pause(line_id, value)
+
+        return self._edit("Pause", action)
+
+    def add_line(self, after: str | None = None, text: str | None = None) -> bool:
+        """A new line after ``after`` (the first selected; the end without a selection), with that line's speaker."""
+        p = self.project
+        if p is None:
+            return False
+        anchor = after or next(iter(self.table.selected()), None)
+        if text is None:
+            text = self.app.dialog("string", parent=self.root, title="New line", prompt="Text of the new line:")
+            if text is None:
+                return False
+        index = p.index_of(anchor) + 1 if anchor else len(p.lines)
+        speaker = p.line(anchor).speaker if anchor else (next(iter(p.voices), "") or self.speaker.get())
+        return self._edit("New line", lambda proj: proj.insert_line(index, text, speaker))
+
+    def delete_lines(self, ids: Sequence[str] | None = None) -> bool:
+        """Remove the chosen lines after asking (their take files stay in the folder)."""
+        chosen = self._ids(ids)
+        if not chosen or not self.app.dialog("yesno", parent=self.root, title="Delete lines",
+                                             message=f"Delete {len(chosen)} line(s) from the project?"):
+            return False
+        return self._edit("Delete lines", lambda proj: proj.remove_lines(chosen))
+
     def open_emotion_dialog(self) -> tk.Toplevel | None:
         chosen = self._ids(None)
         if not chosen:
@@ -806,6 +866,11 @@ class ProjectsView:
         menu.add_separator()
         menu.add_command(label="Edit text", command=lambda: self.table.begin_edit(line_id, "text"), state=ro)
         menu.add_command(label="Emotion\u2026", command=self.open_emotion_dialog, state=ro)
+        menu.add_command(label="Pause after\u2026", command=self.set_pause, state=ro)
+        menu.add_command(label="Chapter title\u2026", command=lambda: self.set_chapter(line_id), state=ro)
+        menu.add_separator()
+        menu.add_command(label="Add a line below\u2026", command=lambda: self.add_line(line_id), state=ro)
+        menu.add_command(label="Delete line(s)", command=self.delete_lines, state=ro)
         menu._active = active  # type: ignore[attr-defined]  # keep the variable alive with the menu
         return menu
 

@@ -501,3 +501,60 @@ def test_an_api_job_gets_its_turn_between_the_lines_of_a_render(display, audio_s
         assert view.report.rendered == 12
     finally:
         close_studio(s)
+
+
+def test_chapter_pause_add_and_delete_lines(studio: Studio, tmp_path: Path):
+    s = studio
+    view = import_script(s, tmp_path)
+    project = view.project
+    ids = [line.id for line in project.lines]
+    menu = view.line_menu(ids[1])
+    labels = [menu.entrycget(i, "label") for i in range(menu.index("end") + 1) if menu.type(i) == "command"]
+    assert {"Pause after\u2026", "Chapter title\u2026", "Add a line below\u2026", "Delete line(s)"} <= set(labels)
+
+    s.dialogs.answer("string", "An Interlude")
+    assert view.set_chapter(ids[1])
+    assert [c.title for c in project.chapters()] == ["The Meeting", "An Interlude", "The Plan"]
+    assert cells(view, ids[1])["n"] == "\u00a7 2" and read_json(project.folder)["lines"][1]["chapter"] == "An Interlude"
+
+    view.table.select(ids[:2])
+    s.dialogs.answer("string", "1200")
+    assert view.set_pause()
+    assert [line["pause_ms"] for line in read_json(project.folder)["lines"][:3]] == [1200, 1200, 400]
+    s.dialogs.answer("string", "soon")
+    assert not view.set_pause() and "whole number" in s.dialogs.messages()[-1]
+
+    s.dialogs.answer("string", "A brand new line.")
+    assert view.add_line(ids[2])
+    new = project.lines[3]
+    assert new.text == "A brand new line." and new.speaker == project.lines[2].speaker
+    assert list(view.table.tree.get_children())[3] == new.id and cells(view, new.id)["status"] == "pending"
+
+    view.table.select([ids[0], new.id])
+    s.dialogs.answer("yesno", True)
+    view.table.tree.focus_force()
+    s.root.update()
+    view.table.tree.event_generate("<Delete>")
+    s.root.update()
+    view.flush_events()
+    assert "Delete 2 line(s)" in s.dialogs.messages("yesno")[-1]
+    assert [line.id for line in project.lines] == ids[1:] and view.table.row_count() == 5
+    assert [line["id"] for line in read_json(project.folder)["lines"]] == ids[1:]
+
+
+def test_stop_ends_a_render_within_a_line_and_render_resumes(studio: Studio, tmp_path: Path):
+    s, app = studio, studio.app
+    view = import_script(s, tmp_path, SCRIPT * 3)
+    view.render()
+    wait_until(s.root, lambda: sum(line.active_take is not None for line in view.project.lines) >= 2, WAIT)
+    stopped = time.perf_counter()
+    job = view.job
+    assert app.commands.enabled("project_stop")
+    app.commands.invoke("project_stop")
+    assert job.cancel.is_set() and view.render_bar.stage.get() == "Stopping\u2026"
+    wait_until(s.root, lambda: view.job is None, WAIT)
+    assert time.perf_counter() - stopped < 1.0 and view.report.cancelled
+    done = view.report.rendered
+    assert 2 <= done < 18 and app.status.get().startswith("Render stopped")
+    render_all(s)
+    assert view.report.current == done and view.report.rendered == 18 - done
