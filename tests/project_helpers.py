@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-from tiny_models import tiny_model_dir
+from tiny_models import tiny_model_dir, write_clip
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--greedy", "--max-mel-tokens", "8", "--diffusion-steps", "2"]
@@ -74,3 +75,24 @@ def take_audio(project: Path, line: dict) -> np.ndarray:
     audio, sr = sf.read(str(project / active(line)["file"]), dtype="int16")
     assert sr == SR
     return audio
+
+
+@pytest.fixture(scope="module", name="work")
+def work_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with two voice clips, a file that is not audio and the two-speaker script."""
+    root = tmp_path_factory.mktemp("project")
+    write_clip(root / "alice.wav", 1.2, 170.0, seed=3)
+    write_clip(root / "bob.wav", 1.0, 260.0, seed=4)
+    (root / "corrupt.wav").write_text("this is a text file, not audio\n", encoding="utf-8")
+    (root / "script.txt").write_text(SCRIPT, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module", name="engine")
+def engine_fixture(work: Path):
+    """The tiny engine in this process, sharing the subprocesses' voice cache."""
+    from core.engine import Engine
+
+    e = Engine(cache_dir=work / "voice_cache")
+    e.load(tiny_model_dir(), device="cpu")
+    return e

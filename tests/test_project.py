@@ -24,13 +24,15 @@ from project_helpers import (
     SR,
     active,
     cli,
+    engine_fixture,  # noqa: F401 - the engine fixture
     env,
     expected_starts,
     read_json,
     render_args,
     take_audio,
+    work_fixture,  # noqa: F401 - the work fixture
 )
-from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
+from tiny_models import single_thread, write_clip  # noqa: F401 - fixture
 
 from core.api import Emotion, EngineError, GenerationSettings
 from core.engine import Engine
@@ -40,22 +42,6 @@ from core.project.importers import import_project
 from core.project.render import RenderProgress, render
 
 SETTINGS = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=8, diffusion_steps=2)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    write_clip(root / "alice.wav", 1.2, 170.0, seed=3)
-    write_clip(root / "bob.wav", 1.0, 260.0, seed=4)
-    (root / "script.txt").write_text(SCRIPT, encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="module")
-def engine(work: Path) -> Engine:
-    e = Engine(cache_dir=work / "voice_cache")
-    e.load(tiny_model_dir(), device="cpu")
-    return e
 
 
 def new_project(work: Path, folder: Path, text: str = SCRIPT, fmt: str = "script", **kw) -> Project:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from project_helpers import FAST, REPO, SCRIPT, cli, env, read_json, render_args
-from tiny_models import single_thread, tiny_model_dir, write_clip  # noqa: F401 - fixture
+from project_helpers import FAST, REPO, SCRIPT, cli, engine_fixture, env, read_json, render_args, work_fixture  # noqa: F401 - the work and engine fixtures
+from tiny_models import single_thread, write_clip  # noqa: F401 - fixture
 
 from core.api import EngineError, GenerationSettings
 from core.engine import Engine
@@ -25,23 +25,6 @@ from core.project.render import TakeWriteError, render
 from core.project.store import BACKUP_FILE, PROJECT_FILE
 
 SETTINGS = GenerationSettings(do_sample=False, num_beams=1, max_mel_tokens=8, diffusion_steps=2)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project_errors")
-    write_clip(root / "alice.wav", 1.2, 170.0, seed=3)
-    write_clip(root / "bob.wav", 1.0, 260.0, seed=4)
-    (root / "corrupt.wav").write_text("this is a text file, not audio\n", encoding="utf-8")
-    (root / "script.txt").write_text(SCRIPT, encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="module")
-def engine(work: Path) -> Engine:
-    e = Engine(cache_dir=work / "voice_cache")
-    e.load(tiny_model_dir(), device="cpu")
-    return e
 
 
 def one_error(run: subprocess.CompletedProcess) -> str:

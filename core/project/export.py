@@ -80,6 +80,8 @@ def unrendered(project: Project) -> list[Line]:
 def timeline(project: Project, chapters: Sequence[int] | None = None) -> Timeline:
     """Where every line (of the chosen chapter indices, in project order) starts; an EngineError when a line has
     no usable take."""
+    if not project.lines:
+        raise EngineError(f"The project {project.folder} has no lines to export.")
     missing = unrendered(project)
     if missing:
         first = missing[0]
