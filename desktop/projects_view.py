@@ -367,6 +367,10 @@ class ProjectsView:
         return self.open_project(Path(folder)) if folder else None
 
     def open_project(self, folder: Path) -> Project | None:
+        current = self.project
+        if current is not None and current.folder.resolve() == Path(folder).resolve():
+            self.notebook.select(self.page)  # already open here (opening it again would find it locked)
+            return current
         if not self.confirm_leave():
             return None
         try:

@@ -347,6 +347,8 @@ def test_save_as_recent_and_reopen(studio: Studio, tmp_path: Path):
     assert view.recent_menu.entrycget(1, "label") == str(old)
     view.recent_menu.invoke(1)
     assert view.project.folder == old and not view.project.read_only
+    same = view.project
+    assert view.open_project(old) is same and not same.read_only  # opening the open project again: that one
     assert not s.dialogs.messages("error", "warning")
     # the list is kept for the next start
     from desktop.projects_view import RecentProjects
