@@ -136,9 +136,9 @@ def encode(audio: np.ndarray, name: str, rate: int = SAMPLE_RATE) -> bytes:
 
 def write_audio(path: str | Path, audio: np.ndarray, rate: int, *, overwrite: bool = False,
                 durable: bool = False) -> Path:
-    """Write ``audio`` to ``path`` in the format its extension names, atomically (``core.cli.write_atomic``: a
+    """Write ``audio`` to ``path`` in the format its extension names, atomically (``core.files.write_atomic``: a
     temp file renamed into place; never clobbers unless ``overwrite``). Every failure is an EngineError."""
-    from .cli import write_atomic
+    from .files import write_atomic
 
     fmt = format_for(path)
 

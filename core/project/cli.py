@@ -18,7 +18,7 @@ from .render import LineResult
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..cli import _add_generation
+    from ..cli_options import _add_generation
 
     p = subparsers.add_parser("project", help="scripts, books and subtitles: import, render (resumable), export")
     sub = p.add_subparsers(dest="project_command", required=True)
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     i.add_argument("--author", default="", help="author (M4B metadata)")
     i.add_argument("--pause-ms", type=int, help="pause after each untimed line (default 400)")
     _add_generation(i)
-    i.set_defaults(stream=False)  # core.cli._settings reads synth's --stream; a project renders whole lines
+    i.set_defaults(stream=False)  # core.cli_options._settings reads synth's --stream; a project renders whole lines
 
     r = sub.add_parser("render", help="render every line without a current take (resumes after a crash)")
     r.add_argument("project", help="project folder")
@@ -79,7 +79,7 @@ def _voices(pairs: list[str]) -> dict[str, str]:
 
 def _import(a: argparse.Namespace) -> int:
     from ..api import SettingError
-    from ..cli import _settings, setting_message
+    from ..cli_options import _settings, setting_message
     from .importers import import_project
 
     try:
@@ -113,7 +113,7 @@ def _open_for_writing(folder: str) -> Any:
 
 def _render(a: argparse.Namespace) -> int:
     from .. import models
-    from ..cli import _Bar, voice_cache_dir
+    from ..cli_options import _Bar, voice_cache_dir
     from .render import RenderProgress, render
 
     project = _open_for_writing(a.project)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..api import SAMPLE_RATE, Cancelled, EngineError, Progress
 from ..audio_formats import FILE_FORMATS, FORMATS, AudioFormat, AudioWriter
-from ..cli import write_atomic
+from ..files import write_atomic
 from .importers import srt_stamp
 from .model import Chapter, Line, Project, Take
 

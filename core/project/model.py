@@ -222,11 +222,38 @@ class Project:
             store.save(self)
 
     def save_as(self, folder: str | Path) -> Project:
-        """A copy of this project (lines, takes) in a new folder, opened there."""
+        """A copy of this project (lines, takes) in a new, empty folder, opened there (this one stays open)."""
         from . import store
 
+        folder = Path(folder)
         with self.lock:
-            return store.save_as(self, Path(folder))
+            store.check_empty(folder)
+            data = self.to_dict()
+            data["voices"] = {name: str(self._resolve(Path(ref)).resolve()) for name, ref in self.voices.items()}
+            copy = Project.from_data(folder, data)
+            # the takes first: the saved json must never name a file that is not there
+            store.copy_takes(self.folder, folder, [t.file for line in copy.lines for t in line.takes])
+            return store.create(copy)
+
+    @classmethod
+    def from_data(cls, folder: Path, data: Mapping[str, Any]) -> Project:
+        """A project from the content of a project.json (a ProjectFileError naming what is damaged)."""
+        from .store import PROJECT_FILE, ProjectFileError
+
+        try:
+            lines = [Line.from_dict(d) for d in data["lines"]]
+            project = cls(folder, title=str(data.get("title", "")), author=str(data.get("author", "")), lines=lines,
+                          voices={str(k): str(v) for k, v in (data.get("voices") or {}).items()},
+                          settings=GenerationSettings.from_dict(data.get("settings") or {}),
+                          max_takes=int(data.get("max_takes", DEFAULT_MAX_TAKES)), model=data.get("model"),
+                          next_id=int(data.get("next_id", len(lines) + 1)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProjectFileError(f"{folder / PROJECT_FILE} has a damaged entry ({type(exc).__name__}: {exc}).") \
+                from None
+        ids = [line.id for line in project.lines]
+        if len(set(ids)) != len(ids):
+            raise ProjectFileError(f"{folder / PROJECT_FILE} has two lines with the same id.")
+        return project
 
     def close(self) -> None:
         if self._file_lock is not None:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from ..api import Cancelled, Emotion, EngineError, EngineProtocol, Progress, SynthesisRequest
-from ..cli import write_wav_atomic
+from ..files import write_wav_atomic
 from .model import Line, Project, Take
 from .store import TAKES_DIR
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..api import EngineError, GenerationSettings
-from ..cli import check_writable, write_atomic
+from ..api import EngineError
+from ..files import check_writable, write_atomic
 from .lock import ProjectLock
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def open_project(cls: type[Project], folder: Path, *, read_only: bool = False) -
     if not folder.is_dir():
         raise EngineError(f"No project folder {folder}.")
     data, notices = _read(folder)
-    project = from_dict(cls, folder, data)
+    project = cls.from_data(folder, data)
     project.notices.extend(notices)
     _take_lock(project, read_only)
     if not project.read_only:
@@ -142,25 +142,6 @@ def _parse(path: Path) -> dict[str, Any]:
     return data
 
 
-def from_dict(cls: type[Project], folder: Path, data: dict[str, Any]) -> Project:
-    from .model import Line
-
-    try:
-        lines = [Line.from_dict(d) for d in data["lines"]]
-        project = cls(folder, title=str(data.get("title", "")), author=str(data.get("author", "")), lines=lines,
-                      voices={str(k): str(v) for k, v in (data.get("voices") or {}).items()},
-                      settings=GenerationSettings.from_dict(data.get("settings") or {}),
-                      max_takes=int(data.get("max_takes", 5)), model=data.get("model"),
-                      next_id=int(data.get("next_id", len(lines) + 1)))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ProjectFileError(f"{folder / PROJECT_FILE} has a damaged entry ({type(exc).__name__}: {exc}).") \
-            from None
-    ids = [line.id for line in project.lines]
-    if len(set(ids)) != len(ids):
-        raise ProjectFileError(f"{folder / PROJECT_FILE} has two lines with the same id.")
-    return project
-
-
 def save(project: Project) -> None:
     """Write project.json atomically and durably; the file it replaces becomes project.json.bak."""
     if project.read_only:
@@ -170,6 +151,7 @@ def save(project: Project) -> None:
     main = folder / PROJECT_FILE
     if main.exists():
         _backup(main, folder / BACKUP_FILE)
+
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
@@ -203,29 +185,17 @@ def _backup(main: Path, backup: Path) -> None:
         raise EngineError(f"Cannot keep the last good copy {backup}: {exc.strerror or exc}.") from None
 
 
-def save_as(project: Project, folder: Path) -> Project:
-    """Copy the project (its json and take files) to a new, empty folder and open the copy there."""
-    from .model import Line, Project
+def copy_takes(src: Path, dst: Path, files: list[str]) -> None:
+    """Copy take files (relative paths) from one project folder to another."""
+    for rel in files:
+        a, b = src / rel, dst / rel
+        try:
+            b.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(a, b)
+        except OSError as exc:
+            raise EngineError(f"Cannot copy {a} to {b}: {exc.strerror or exc}.") from None
 
+
+def check_empty(folder: Path) -> None:
     if folder.exists() and any(folder.iterdir()):
         raise EngineError(f"{folder} is not empty; choose an empty or new folder to save the project as.")
-    lines = [Line.from_dict(line.to_dict()) for line in project.lines]
-    voices = {name: _absolute(project.folder, ref) for name, ref in project.voices.items()}
-    copy = Project(folder, title=project.title, author=project.author, lines=lines, voices=voices,
-                   settings=project.settings, max_takes=project.max_takes, model=project.model,
-                   next_id=project.next_id)
-    for line in copy.lines:  # the takes first: the saved json must never name a file that is not there
-        for take in line.takes:
-            src, dst = project.folder / take.file, folder / take.file
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
-            except OSError as exc:
-                raise EngineError(f"Cannot copy {src} to {dst}: {exc.strerror or exc}.") from None
-    create(copy)
-    return copy
-
-
-def _absolute(folder: Path, ref: str) -> str:
-    path = Path(ref)
-    return str(path if path.is_absolute() else (folder / path).resolve())
