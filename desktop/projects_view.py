@@ -83,6 +83,8 @@ def install_tab(studio: ttk.Frame, page: ttk.Frame, studio_label: str = "Studio"
         notebook.pack_configure(before=slaves[slaves.index(main) + 1])
     notebook.add(main, text=studio_label)
     notebook.add(page, text=label)
+    for tab in (main, page):  # siblings made before the notebook: raise them above it, or it hides them
+        tab.lift(notebook)
     return notebook
 
 

@@ -98,7 +98,7 @@ def test_start_from_the_menu_speak_with_the_openai_client_and_stop(studio: Studi
     assert len(app.engine.calls) == calls_before + 1 and app.engine.calls[-1]["text"] == "Hello there."
     wait_until(s.root, lambda: "done" in app.status.get(), WAIT)
     assert app.status.get().startswith("API job ") and "\u201cHello there.\u201d" in app.status.get()
-    rows = list(window.jobs.get(0, "end"))
+    rows = window.job_rows()
     assert len(rows) == 3 and all("\u201cHello there.\u201d" in r for r in rows)
     assert [w in r for w, r in zip(("waiting for its turn", "speaking", "done in"), rows, strict=True)] == [True] * 3
     assert any("local API: API job" in line for line in app.log_path.read_text().splitlines())

@@ -81,6 +81,12 @@ def test_import_and_render_with_progress_while_the_window_stays_responsive(studi
     view = import_script(s, tmp_path, SCRIPT * 2)  # 12 lines, 4 chapters
     project = view.project
     assert project.folder.parent == app.dirs.data / "projects"
+    # the Projects tab is selected and drawn above the notebook (a tab made before it would be hidden under it)
+    siblings = app.studio.winfo_children()
+    assert view.notebook.select() == str(view.page) and view.page.winfo_viewable()
+    assert siblings.index(view.page) > siblings.index(view.notebook)
+    assert all(siblings.index(view.notebook.nametowidget(t)) > siblings.index(view.notebook)
+               for t in view.notebook.tabs())
     assert view.table.row_count() == 12 and len(project.chapters()) == 4
     first = project.lines[0]
     assert cells(view, first.id) == {"n": "\u00a7 1", "speaker": "Alice", "emotion": "\u2014",

@@ -234,7 +234,8 @@ class LocalApiWindow(tk.Toplevel):
                              "OpenAI base URL and the key as their API key.", wraplength=520,
                   foreground="#555").grid(row=5, column=0, columnspan=4, sticky="w", pady=(6, 6))
         ttk.Label(body, text="API jobs").grid(row=6, column=0, sticky="nw")
-        self.jobs = tk.Listbox(body, height=8, width=80, activestyle="none")
+        self.jobs = ttk.Treeview(body, show="tree", height=8, selectmode="browse")
+        self.jobs.column("#0", width=640, stretch=True)
         self.jobs.grid(row=7, column=0, columnspan=4, sticky="nsew")
         body.rowconfigure(7, weight=1)
         self.bind("<Escape>", lambda _e: self.destroy())
@@ -258,10 +259,16 @@ class LocalApiWindow(tk.Toplevel):
         self.key.set(c.key or _stored_key(c))
 
     def show_log(self) -> None:
-        self.jobs.delete(0, "end")
+        rows = self.jobs.get_children()
+        if rows:
+            self.jobs.delete(*rows)
         for line in self.control.log:
-            self.jobs.insert("end", line)
-        self.jobs.see("end")
+            last = self.jobs.insert("", "end", text=line)
+        if self.control.log:
+            self.jobs.see(last)
+
+    def job_rows(self) -> list[str]:
+        return [str(self.jobs.item(i, "text")) for i in self.jobs.get_children()]
 
     def copy(self, text: str) -> None:
         if text:

@@ -253,7 +253,7 @@ class RenderBar(ttk.Frame):
         self.lines.set(f"{done} of {total} lines done" if total else "Nothing to render")
         self.stage.set(stage)
         parts = []
-        if eta is not None:
+        if eta is not None and done < total:
             parts.append(f"about {_clock(eta)} left")
         if rtf is not None:
             parts.append(f"RTF {rtf:.2f}")
