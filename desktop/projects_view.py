@@ -589,6 +589,29 @@ class ProjectsView:
 
         return self._edit("Pause", action)
 
+    def use_studio_settings(self, ids: Sequence[str] | None = None) -> bool:
+        """The chosen lines get the studio's Advanced settings (those that differ from the project's, seed
+        included): the studio is where a line's sound is tried out first."""
+        chosen = self._ids(ids)
+        p = self.project
+        if not chosen or p is None:
+            return False
+        try:
+            studio = self.app.advanced.get_settings().to_dict()
+        except UserError as exc:
+            self.app.error("Line settings", exc)
+            return False
+        base = p.settings.to_dict()
+        changed = {k: v for k, v in studio.items() if k != "seed" and v != base.get(k)}
+
+        def action(proj: Project) -> None:
+            for line_id in chosen:
+                proj.set_line_settings(line_id, changed)
+                if studio.get("seed") is not None:
+                    proj.set_seed(line_id, int(studio["seed"]))
+
+        return self._edit("Line settings", action)
+
     def add_line(self, after: str | None = None, text: str | None = None) -> bool:
         """A new line after ``after`` (the first selected; the end without a selection), with that line's speaker."""
         p = self.project
@@ -874,6 +897,7 @@ class ProjectsView:
         menu.add_command(label="Emotion\u2026", command=self.open_emotion_dialog, state=ro)
         menu.add_command(label="Pause after\u2026", command=self.set_pause, state=ro)
         menu.add_command(label="Chapter title\u2026", command=lambda: self.set_chapter(line_id), state=ro)
+        menu.add_command(label="Use the studio's settings", command=self.use_studio_settings, state=ro)
         menu.add_separator()
         menu.add_command(label="Add a line below\u2026", command=lambda: self.add_line(line_id), state=ro)
         menu.add_command(label="Delete line(s)", command=self.delete_lines, state=ro)

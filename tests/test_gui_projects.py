@@ -566,3 +566,27 @@ def test_stop_ends_a_render_within_a_line_and_render_resumes(studio: Studio, tmp
     assert 2 <= done < 18 and app.status.get().startswith("Render stopped")
     render_all(s)
     assert view.report.current == done and view.report.rendered == 18 - done
+
+
+def test_lines_take_the_studio_settings_and_a_pending_edit_is_kept(studio: Studio, tmp_path: Path):
+    s, app = studio, studio.app
+    view = import_script(s, tmp_path)
+    project = view.project
+    render_all(s)
+    ids = [line.id for line in project.lines]
+    app.advanced.set_settings({"temperature": 0.6, "seed": 42})
+    view.table.select(ids[:2])
+    assert view.use_studio_settings()
+    saved = read_json(project.folder)["lines"]
+    assert saved[0]["settings"] == {"temperature": 0.6} and saved[0]["seed"] == 42 and "settings" not in saved[2]
+    assert project.effective_settings(project.lines[1]).temperature == 0.6
+    assert [cells(view, i)["status"] for i in ids] == ["stale", "stale"] + ["current"] * 4
+    render_all(s)
+    assert view.report.rendered == 2 and app.engine.calls[-1]["settings"]["seed"] == 42
+
+    # an edit left open when the project is closed is saved, not lost
+    edit = view.table.begin_edit(ids[3], "text")
+    edit.var.set("Yes. First the compass.")
+    folder = project.folder
+    assert view.close_project()
+    assert read_json(folder)["lines"][3]["text"] == "Yes. First the compass."
