@@ -94,5 +94,5 @@ def _settings(a: argparse.Namespace) -> GenerationSettings:
         num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
         max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
         interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
-        fast=a.fast, stream=a.stream,
+        fast=a.fast, stream=bool(getattr(a, "stream", False)),  # only synth has --stream
     )
