@@ -167,6 +167,20 @@ def test_an_api_job_during_a_studio_job_waits_its_turn_and_both_equal_their_solo
         solo = app.engine.synthesize(request)
         np.testing.assert_array_equal(entry.result.audio, solo.audio)
         wait_until(s.root, lambda: "API job" in app.status.get() and "done" in app.status.get(), WAIT)
+
+        # the other way round: a studio job behind an API job says so, then runs
+        with lock:
+            events.clear()
+        api = threading.Thread(target=lambda: box.__setitem__("long", speak(client, LONG, seed=3)))
+        api.start()
+        wait_until(s.root, lambda: ("api", "started") in events, WAIT)
+        assert app.generate() is not None
+        wait_until(s.root, lambda: app.stage.get() == "Waiting for its turn (an API job is running)\u2026", WAIT)
+        wait_until(s.root, lambda: app.job is None and not api.is_alive(), WAIT)
+        with lock:
+            order = list(events)
+        assert order.index(("api", "finished")) < order.index(("gui", "started")), order
+        assert app.stage.get() == "Done" and len(box["long"]) > 1000
     finally:
         close_studio(s)
 

@@ -4,8 +4,9 @@
 (the models already loaded, never a second copy) and the app's engine queue (:class:`desktop.engine_turns.
 EngineTurns`), so studio, project and API jobs run one at a time in the order they came. Starting and stopping
 run in the worker (the window never waits on a socket). API jobs appear in the status bar, in the app log and
-in the window's job list. Whether the server was on is remembered in the settings (``local_api``) and it
-starts again with the app. :class:`LocalApiWindow` shows the URL and the key (both copyable) and rotates the key.
+in the window's job list; a studio job queued behind another job says so in the studio's stage line. Whether
+the server was on is remembered in the settings (``local_api``) and it starts again with the app.
+:class:`LocalApiWindow` shows the URL and the key (both copyable) and rotates the key.
 """
 
 from __future__ import annotations
@@ -168,10 +169,18 @@ class LocalApiControl:
     # ------------------------------------------------------------------------------------------ API jobs
 
     def _on_event(self, event: JobEvent) -> None:  # a job's thread
-        if event.job.source == "api" and event.kind != "progress":
+        if event.kind != "progress" and (event.job.source == "api" or event.kind == "queued"):
             self.events.post(event)
 
     def _on_events(self, events: list[JobEvent]) -> None:  # the Tk thread
+        gate = self.app._engine_lock.gate.status()
+        running = gate.running
+        if running is not None and any(e.job.source == "gui" and e.job in gate.waiting for e in events):
+            other = "an API job" if running.source == "api" else f"a {running.source} job"
+            self.app.stage.set(f"Waiting for its turn ({other} is running)\u2026")
+        events = [e for e in events if e.job.source == "api"]
+        if not events:
+            return
         for event in events:
             line = f"{time.strftime('%H:%M:%S')}  {describe(event)}"
             log.info("local API: %s", describe(event))
