@@ -209,13 +209,11 @@ class StudioApp:
         self.right_scroll = ScrollFrame(panes)  # the right column scrolls on a small screen
         self.right_scroll.canvas.configure(height=360)
         right = self.right_scroll.body
-        panes.add(left, weight=3)
-        panes.add(self.right_scroll, weight=2)
+        panes.add(left, weight=1)
+        panes.add(self.right_scroll, weight=0)  # a narrower window narrows the text side, not the controls
 
         self.text_panel = TextPanel(left, split=self._split_for_preview, report=lambda m: self.error("Text", m))
-        self.text_panel.pack(fill="both", expand=True)
         gen = ttk.Frame(left, padding=(0, 8))
-        gen.pack(fill="x")
         self.generate_button = ttk.Button(gen, text="Generate  (Ctrl+Enter)", style="Accent.TButton")
         self.generate_button.pack(side="left")
         self.cancel_button = ttk.Button(gen, text="Cancel")
@@ -242,7 +240,10 @@ class StudioApp:
             save_format=self.settings.save_format,
             on_format=self._remember_format,
         )
-        self.results.pack(fill="both", expand=True)
+        # Packed bottom up, the text box last: on a small screen it is the one that gets shorter.
+        self.results.pack(fill="both", expand=True, side="bottom")
+        gen.pack(fill="x", side="bottom")
+        self.text_panel.pack(fill="both", expand=True)
 
         self.voice_panel = VoicePanel(
             right,

@@ -38,28 +38,50 @@ def _stop_started() -> None:
 atexit.register(_stop_started)
 
 
-def ensure_display() -> str:
-    if os.environ.get("DISPLAY"):
-        return os.environ["DISPLAY"]
+def start_xvfb(size: str = "1280x900") -> tuple[subprocess.Popen, str]:
+    """A private Xvfb screen of ``size`` (96 dpi: 100 % scaling); the caller stops the process."""
     assert shutil.which("Xvfb"), "Xvfb is not installed (Debian package: xvfb); the GUI tests need a display"
     for n in range(99, 160):
         if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
             continue
         proc = subprocess.Popen(
-            ["Xvfb", f":{n}", "-screen", "0", "1280x900x24", "-dpi", "96", "-nolisten", "tcp"],
+            ["Xvfb", f":{n}", "-screen", "0", f"{size}x24", "-dpi", "96", "-nolisten", "tcp"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         for _ in range(200):
             if Path(f"/tmp/.X11-unix/X{n}").exists():
-                _STARTED["xvfb"] = proc
-                os.environ["DISPLAY"] = f":{n}"
-                return f":{n}"
+                return proc, f":{n}"
             if proc.poll() is not None:
                 break
             time.sleep(0.025)
         proc.kill()
     raise AssertionError("could not start Xvfb")
+
+
+def ensure_display() -> str:
+    if os.environ.get("DISPLAY"):
+        return os.environ["DISPLAY"]
+    proc, display = start_xvfb()
+    _STARTED["xvfb"] = proc
+    os.environ["DISPLAY"] = display
+    return display
+
+
+def simulate_drop(widget: tk.Misc, paths: list[Path]) -> str:
+    """Drop ``paths`` on ``widget`` through tkDnD's own event path (enter, position at the widget's centre, drop),
+    as its X11 layer does for a drop from a file manager; returns the action the target answered."""
+    t = widget.tk
+    widget.update()
+    x = widget.winfo_rootx() + widget.winfo_width() // 2
+    y = widget.winfo_rooty() + widget.winfo_height() // 2
+    under = widget.winfo_containing(x, y) or widget
+    data = tuple(str(p) for p in paths)
+    t.call("tkdnd::generic::HandleEnter", "", "file-manager", ("text/uri-list",), ("text/uri-list",), ("copy",), "")
+    t.call("tkdnd::generic::SetDroppedData", data)
+    t.call("tkdnd::generic::HandlePosition", str(under), "file-manager", "", x, y)
+    t.call("tkdnd::generic::SetDroppedData", data)
+    return str(t.call("tkdnd::generic::HandleDrop", str(under), "file-manager", "", x, y, 0))
 
 
 def _pactl_ok(env: dict) -> bool:
@@ -177,13 +199,14 @@ class Studio:
         return job
 
 
-def make_studio(home: Path, engine=None, **kwargs) -> Studio:
+def make_studio(home: Path, engine=None, screen: str | None = None, **kwargs) -> Studio:
+    """The studio on the test display, or on the X display ``screen`` (e.g. one of :func:`start_xvfb`)."""
     from desktop.app import StudioApp
     from desktop.dirs import AppDirs
     from desktop.standin import StandInEngine
 
     dialogs = FakeDialogs()
-    root = tk.Tk()
+    root = tk.Tk(screenName=screen)
     root.geometry("1240x860+0+0")
     app = StudioApp(
         root,

@@ -111,10 +111,11 @@ def test_every_menu_item_of_the_window_is_a_registered_command(display, audio_se
         table = s.app.commands
         bar = table.menubar
         cascades = menu_labels(bar)
-        assert cascades == ["File", "Speech", "Presets", "Tools"]
+        assert cascades == ["File", "Speech", "Project", "Presets", "Tools"]
         in_menus = {(c, label) for c in cascades for label in menu_labels(table.menus[c])}
         registered = {(cmd.menu, cmd.label) for cmd in table.commands.values()}
-        assert in_menus == registered and len(in_menus) == 13
+        assert in_menus == registered and len(in_menus) == 22
+        assert ("Tools", "Pronunciation dictionary\u2026") in in_menus
         for cmd in table.commands.values():
             for shortcut in cmd.shortcuts:
                 assert s.root.bind(key_sequence(shortcut)), f"{shortcut} is not bound"

@@ -41,14 +41,15 @@ class TextPanel(ttk.LabelFrame):
         self.char_count = tk.StringVar(self, value="0 characters")
         self.segments: list[str] = []
         self.text = tk.Text(self, height=6, width=40, wrap="word", undo=True, font=("TkDefaultFont", 11), borderwidth=0)
-        self.text.pack(fill="both", expand=True)
         info = ttk.Frame(self)
-        info.pack(fill="x", pady=(4, 0))
         ttk.Label(info, textvariable=self.char_count).pack(side="left")
         self.segment_count = tk.StringVar(self, value="")
         ttk.Label(info, textvariable=self.segment_count).pack(side="right")
         self.preview = tk.Listbox(self, height=3, activestyle="none", borderwidth=0)
-        self.preview.pack(fill="x", pady=(4, 0))
+        # Packed bottom up, the text box last: on a small screen it is the one that gets shorter.
+        self.preview.pack(fill="x", pady=(4, 0), side="bottom")
+        info.pack(fill="x", pady=(4, 0), side="bottom")
+        self.text.pack(fill="both", expand=True)
         self.text.bind("<<Modified>>", self._modified)
         self.dnd = enable_drop(self.text, self.open_files)
 
@@ -391,18 +392,18 @@ class HistoryPanel(ttk.LabelFrame):
             self, columns=("time", "text", "voice", "length", "seed"), show="headings", height=3, selectmode="browse"
         )
         for col, label, width in (
-            ("time", "Time", 70),
-            ("text", "Text", 260),
-            ("voice", "Voice", 120),
-            ("length", "Length", 60),
-            ("seed", "Seed", 90),
+            ("time", "Time", 64),
+            ("text", "Text", 200),
+            ("voice", "Voice", 100),
+            ("length", "Length", 56),
+            ("seed", "Seed", 80),
         ):
             self.tree.heading(col, text=label)
             self.tree.column(col, width=width, stretch=col == "text")
-        self.tree.pack(fill="both", expand=True)
         self.tree.bind("<<TreeviewSelect>>", lambda e: self._with_selected(on_select))
         buttons = ttk.Frame(self)
-        buttons.pack(fill="x", pady=(4, 0))
+        buttons.pack(fill="x", pady=(4, 0), side="bottom")
+        self.tree.pack(fill="both", expand=True)  # after the buttons: the list shrinks, the buttons stay
         ttk.Button(buttons, text="Regenerate", command=lambda: self._with_selected(on_regenerate)).pack(side="left")
         ttk.Button(buttons, text="Save as preset\u2026", command=lambda: self._with_selected(on_preset)).pack(
             side="left", padx=4

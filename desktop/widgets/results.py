@@ -130,7 +130,7 @@ class ResultPanel(ttk.Frame):
         self.position = tk.StringVar(self, value="0.0 / 0.0 s")
         ttk.Label(transport, textvariable=self.position).pack(side="left", padx=8)
         self.stream = tk.BooleanVar(self, value=streaming)
-        ttk.Checkbutton(transport, text="Play first segment as soon as ready", variable=self.stream).pack(
+        ttk.Checkbutton(transport, text="Play while generating", variable=self.stream).pack(
             side="left", padx=8
         )
         self.save_button = ttk.Button(transport, text="Save as\u2026", command=on_save or self.save_dialog)

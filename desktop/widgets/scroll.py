@@ -13,9 +13,9 @@ from desktop.theme import THEME_EVENT, palette
 
 
 class ScrollFrame(ttk.Frame):
-    def __init__(self, parent: tk.Misc, width: int = 0) -> None:
+    def __init__(self, parent: tk.Misc) -> None:
         super().__init__(parent)
-        self.canvas = tk.Canvas(self, highlightthickness=0, borderwidth=0, width=width,
+        self.canvas = tk.Canvas(self, highlightthickness=0, borderwidth=0, width=0,
                                 background=palette(parent).bg)
         self.canvas.themed = True  # type: ignore[attr-defined]  # recoloured below, not by the generic pass
         self.bar = ttk.Scrollbar(self, orient="vertical", command=self.canvas.yview)
@@ -34,7 +34,7 @@ class ScrollFrame(ttk.Frame):
         needed = self.body.winfo_reqheight()
         self.canvas.itemconfigure(self._window, width=self.canvas.winfo_width())
         self.canvas.configure(scrollregion=(0, 0, self.body.winfo_reqwidth(), needed))
-        if self.canvas.cget("width") in ("0", 0):
+        if int(self.canvas.cget("width")) != self.body.winfo_reqwidth():  # as wide as the content asks
             self.canvas.configure(width=self.body.winfo_reqwidth())
 
     def _bar_set(self, first: float | str, last: float | str) -> None:
