@@ -17,8 +17,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from core.api import EngineProtocol, ModelLimits, ProgressCallback, SegmentCallback, SynthesisRequest, SynthesisResult
+from core.api import (
+    Cancelled,
+    EngineProtocol,
+    ModelLimits,
+    ProgressCallback,
+    SegmentCallback,
+    SynthesisRequest,
+    SynthesisResult,
+)
 from core.jobs import JobGate, Ticket
+from core.project.render import model_fingerprint
 
 MAX_WAITING = 4  # API requests waiting beyond this get 429; the window's own jobs are always admitted
 
@@ -50,10 +59,15 @@ class EngineTurns:
 
 
 class GatedEngine:
-    """``engine`` with every ``synthesize`` call taking its own turn in ``turns`` (labelled ``source``)."""
+    """``engine`` with every ``synthesize`` call taking its own turn in ``turns`` (labelled ``source``).
+
+    A job of many calls must not mix models: when the models were reloaded between two turns (another
+    fingerprint), the next call ends the job with :class:`Cancelled` and :attr:`reloaded` says why."""
 
     def __init__(self, engine: EngineProtocol, turns: EngineTurns, source: str) -> None:
         self._engine, self._turns, self._source = engine, turns, source
+        self._fingerprint = model_fingerprint(engine)
+        self.reloaded = False
 
     def __getattr__(self, name: str) -> Any:  # pipeline (the model fingerprint), device_choice, ...
         return getattr(self._engine, name)
@@ -82,4 +96,7 @@ class GatedEngine:
                    on_segment: SegmentCallback | None = None,
                    cancel: threading.Event | None = None) -> SynthesisResult:
         with self._turns.turn(self._source, request.text[:40], cancel):
+            if model_fingerprint(self._engine) != self._fingerprint:
+                self.reloaded = True
+                raise Cancelled("The models were reloaded during the job.")
             return self._engine.synthesize(request, on_progress=on_progress, on_segment=on_segment, cancel=cancel)

@@ -673,6 +673,8 @@ class ProjectsView:
             self.flush_events()
             rtf = f", RTF {report.engine_seconds / report.audio_seconds:.2f}" if report.audio_seconds else ""
             what = "Render stopped" if report.cancelled else "Render finished"
+            if engine.reloaded:
+                what = "Render stopped: the models were reloaded, render again to use them"
             self.app.status.set(f"{what}: {report.rendered} line(s) rendered, {report.current} already current, "
                                 f"{len(report.failed)} failed ({report.audio_seconds:.1f} s of audio in "
                                 f"{report.seconds:.1f} s{rtf}).")

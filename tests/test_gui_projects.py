@@ -590,3 +590,25 @@ def test_lines_take_the_studio_settings_and_a_pending_edit_is_kept(studio: Studi
     folder = project.folder
     assert view.close_project()
     assert read_json(folder)["lines"][3]["text"] == "Yes. First the compass."
+
+
+def test_a_reload_during_a_render_stops_it_so_no_project_mixes_models(display, audio_server, tmp_path: Path):
+    from types import SimpleNamespace
+
+    engine = StandInEngine(step_seconds=0.02)
+    engine.pipeline = SimpleNamespace(fingerprint="models-a")  # what the real engine's loaded models report
+    s = make_studio(tmp_path / "home", engine=engine)
+    try:
+        s.app.voice_panel.set_clip(s.voice)
+        view = import_script(s, tmp_path, SCRIPT * 2)
+        view.render()
+        wait_until(s.root, lambda: sum(line.active_take is not None for line in view.project.lines) >= 2, WAIT)
+        engine.pipeline = SimpleNamespace(fingerprint="models-b")  # Settings → another model folder, reloaded
+        wait_until(s.root, lambda: view.job is None, WAIT)
+        assert view.report.cancelled and view.report.rendered < 12
+        assert s.app.status.get().startswith("Render stopped: the models were reloaded")
+        assert read_json(view.project.folder)["model"] == "models-a"
+        render_all(s)  # every line again, with the new models only
+        assert view.report.rendered == 12 and read_json(view.project.folder)["model"] == "models-b"
+    finally:
+        close_studio(s)
