@@ -370,7 +370,7 @@ class ProjectsView:
 
     def open_project(self, folder: Path) -> Project | None:
         current = self.project
-        if current is not None and current.folder.resolve() == Path(folder).resolve():
+        if current is not None and not current.read_only and current.folder.resolve() == Path(folder).resolve():
             self.notebook.select(self.page)  # already open here (opening it again would find it locked)
             return current
         if not self.confirm_leave():
