@@ -1,11 +1,11 @@
-"""Take the README screenshots from the real app under Xvfb.
+"""Take the README screenshots from the real app under Xvfb, in the light and the dark theme.
 
     python tools/screenshots.py [--out assets/screenshots]
 
-Starts a private Xvfb (unless ``--display`` is given), runs the real main window with the stand-in engine
-in a throw-away user folder, generates a result, and grabs the main window and the Record dialog. The
-screen is read with ``xwd`` (Debian package x11-apps) and written as PNG by a tiny encoder here, so no
-imaging library is needed.
+Starts a private Xvfb (unless ``--display`` is given), runs the real main window with the stand-in engine in a
+throw-away user folder, generates a result, and grabs the main window, the Record dialog, the model setup dialog
+and the Projects view, each as ``<view>-light.png`` and ``<view>-dark.png``. The screen is read and the PNGs are
+written with Pillow (``ImageGrab`` over the X display).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+THEMES = ("light", "dark")
+SCRIPT = """# Chapter 1: The lighthouse
+NARRATOR: The storm had been building since noon.
+MARA: Did you hear that? Something is out there.
+TOM: It's only the wind, Mara. Go back to sleep.
+NARRATOR: But the light on the rocks said otherwise.
+MARA: Then we go and look. Together.
+"""
+
 
 def start_xvfb(size: str = "1280x900x24") -> tuple[subprocess.Popen, str]:
     if shutil.which("Xvfb") is None:
-        raise SystemExit("Xvfb is not installed (Debian: apt-get install xvfb x11-apps).")
+        raise SystemExit("Xvfb is not installed (Debian: apt-get install xvfb).")
     for n in range(90, 140):
         if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
             proc = subprocess.Popen(
@@ -45,50 +53,18 @@ def start_xvfb(size: str = "1280x900x24") -> tuple[subprocess.Popen, str]:
     raise SystemExit("Could not start Xvfb.")
 
 
-def read_xwd(data: bytes) -> np.ndarray:
-    """Decode a 24/32-bit TrueColor ZPixmap XWD dump into an RGB uint8 array (H, W, 3)."""
-    fields = struct.unpack(">25I", data[:100])
-    header_size, _version, fmt, _depth, width, height = fields[:6]
-    byte_order, bpp, bytes_per_line = fields[7], fields[11], fields[12]
-    red_mask, green_mask, blue_mask, ncolors = fields[14], fields[15], fields[16], fields[19]
-    if fmt != 2 or bpp != 32:
-        raise ValueError(f"unsupported XWD (format {fmt}, {bpp} bits per pixel)")
-    start = header_size + ncolors * 12
-    raw = np.frombuffer(
-        data, dtype="<u4" if byte_order == 0 else ">u4", count=height * bytes_per_line // 4, offset=start
-    )
-    pixels = raw.reshape(height, bytes_per_line // 4)[:, :width]
-
-    def channel(mask: int) -> np.ndarray:
-        shift = (mask & -mask).bit_length() - 1
-        return ((pixels & mask) >> shift).astype(np.uint8)
-
-    return np.stack([channel(red_mask), channel(green_mask), channel(blue_mask)], axis=-1)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    height, width, _ = rgb.shape
-    rows = b"".join(b"\x00" + rgb[y].tobytes() for y in range(height))
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-
-
 def grab(widget, path: Path) -> None:
-    """Screenshot of one toplevel window (the screen cropped to its rectangle)."""
+    """Screenshot of one toplevel window (the screen cropped to its rectangle), written as PNG by Pillow."""
+    from PIL import ImageGrab
+
     widget.update()
-    dump = subprocess.run(
-        ["xwd", "-root", "-silent", "-display", os.environ["DISPLAY"]], check=True, capture_output=True
-    ).stdout
-    screen = read_xwd(dump)
+    time.sleep(0.2)
+    widget.update()
     x, y = widget.winfo_rootx(), widget.winfo_rooty()
     w, h = widget.winfo_width(), widget.winfo_height()
-    write_png(path, screen[y : y + h, x : x + w])
+    image = ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=os.environ["DISPLAY"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", optimize=True)
     print(f"wrote {path} ({w}x{h})")
 
 
@@ -116,9 +92,11 @@ def take_screenshots(out: Path) -> None:
 
     import soundfile as sf
 
+    from core import models
     from desktop.app import StudioApp
     from desktop.dirs import AppDirs
     from desktop.recorder import finish_take
+    from desktop.setup_dialog import SetupDialog
     from desktop.standin import StandInEngine
 
     home = Path(tempfile.mkdtemp(prefix="indextts2-shots-"))
@@ -128,14 +106,15 @@ def take_screenshots(out: Path) -> None:
         sf.write(str(clip), demo_voice(), 22050)
         shown: list = []
         root = tk.Tk()
-        root.geometry("1240x860+0+0")
         app = StudioApp(
             root,
             StandInEngine(),
             dirs=dirs,
             dialog=lambda kind, **o: shown.append((kind, o)),
             check_device_on_start=False,
+            persist=False,
         )
+        root.geometry("1240x700+0+0")
         for name in ("Narrator", "Grandpa (recorded)", "Podcast host"):
             app.library.add_file(name, clip)
         app.voice_panel.refresh()
@@ -153,21 +132,38 @@ def take_screenshots(out: Path) -> None:
         app.generate()
         wait(root, lambda: app.job is None)
         app.results.waveform.set_cursor(app.results.current.result.duration * 0.35)
-        root.update()
-        time.sleep(0.3)
-        grab(root, out / "main-window.png")
+        script = home / "lighthouse.script"
+        script.write_text(SCRIPT, encoding="utf-8")
+        app.projects.import_file(script)
+        wait(root, lambda: app.projects.project is not None)
+        app.status.set("Ready.")
+        for theme in THEMES:
+            app.apply_settings(replace(app.settings, theme=theme))  # as Settings → Appearance does
+            app.projects.notebook.select(0)
+            grab(root, out / f"main-window-{theme}.png")
+            app.projects.notebook.select(app.projects.page)
+            grab(root, out / f"projects-{theme}.png")
+            app.projects.notebook.select(0)
 
-        dialog = app.open_recorder()
-        dialog.geometry("+80+80")
-        wait(root, lambda: dialog.winfo_ismapped())
-        dialog.name.set("Grandpa")
-        dialog.show_take(finish_take(demo_voice(8.0, 48000), 48000))
-        dialog.set_level(0.62)
-        root.update()
-        time.sleep(0.3)
-        grab(dialog, out / "record-dialog.png")
-        dialog.close()
+            dialog = app.open_recorder()
+            dialog.geometry("+80+80")
+            wait(root, dialog.winfo_ismapped)
+            dialog.name.set("Grandpa")
+            dialog.show_take(finish_take(demo_voice(8.0, 48000), 48000))
+            dialog.set_level(0.62)
+            grab(dialog, out / f"record-dialog-{theme}.png")
+            dialog.close()
+
+            setup = SetupDialog(root, home / "models", worker=app.worker, on_done=lambda folder: None,
+                                dialog=app.dialog, manifest=models.MANIFEST)
+            setup.geometry("+60+40")
+            wait(root, setup.winfo_ismapped)
+            grab(setup, out / f"model-setup-{theme}.png")
+            setup.close()
         app.close()
+        errors = [o.get("message") for kind, o in shown if kind == "error"]
+        for message in dict.fromkeys(errors):  # e.g. no microphone on this machine: the shots are still taken
+            print(f"note: the app said: {message}", file=sys.stderr)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
