@@ -203,3 +203,10 @@ def test_a_server_that_was_on_starts_again_with_the_app(display, audio_server, t
     finally:
         close_studio(s)
     assert server_threads() == []
+
+
+def test_closing_the_window_while_the_server_starts_leaves_no_port(display, audio_server, tmp_path: Path):
+    s = open_studio(tmp_path / "home")
+    assert s.app.local_api.start() is not None
+    close_studio(s)  # at once: the start is still under way in the worker
+    assert server_threads() == []

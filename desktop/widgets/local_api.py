@@ -18,6 +18,7 @@ from collections.abc import Callable
 from tkinter import ttk
 from typing import TYPE_CHECKING
 
+from core.api import Cancelled
 from core.jobs import JobEvent
 from core.server.keys import ensure_key, key_path, load_key, rotate_key
 from core.server.runner import DEFAULT_HOST, LocalServer
@@ -60,7 +61,8 @@ class LocalApiControl:
         self._listeners: list[Callable[[], None]] = []
         self.events: Mailbox[JobEvent] = Mailbox(app.root, self._on_events, poll_ms=100)
         self._unsubscribe = app._engine_lock.gate.add_listener(self._on_event)
-        if app.settings.local_api:
+        self._starting: LocalServer | None = None  # a server whose start runs in the worker
+        if app.settings.local_api and app.persist:  # not in a selftest: that must not open a port
             app.root.after_idle(self.start)
 
     def register(self, add: Callable[..., object]) -> None:
@@ -102,21 +104,28 @@ class LocalApiControl:
         server = LocalServer(self.app.engine, voices=VoiceCatalog(self.app.dirs.voices), key=lambda: self.key,
                              host=DEFAULT_HOST, port=int(self.app.settings.local_api_port),
                              gate=self.app._engine_lock.gate)
-        self.error = ""
+        self.error, self._starting = "", server
 
         def done(url: str) -> None:
-            self.job, self.server = None, server
+            self.job, self.server, self._starting = None, server, None
             self._remember(True)
             self.app.status.set(f"Local API listening on {url}")
             self._changed()
 
         def failed(exc: BaseException) -> None:
-            self.job = None
+            self.job, self._starting = None, None
             self.error = str(exc)
             self._changed()
             self.app.error("Local API", exc, prefix="The local API could not start. ")
 
-        self.job = self.app.worker.start("local-api-start", lambda job, post: server.start(), done, failed)
+        def work(job: Job, post: Callable[[str, object], None]) -> str:
+            url = server.start()
+            if job.cancel.is_set():  # the window closed meanwhile: no port may stay open
+                server.stop()
+                raise Cancelled()
+            return url
+
+        self.job = self.app.worker.start("local-api-start", work, done, failed)
         self._changed()
         return self.job
 
@@ -162,9 +171,11 @@ class LocalApiControl:
         """The window closes: stop the server here and now (the setting keeps whether it was on)."""
         self.events.close()
         self._unsubscribe()
-        if self.server is not None:
-            self.server.stop(timeout=10.0)
-            self.server = None
+        if self.job is not None:
+            self.job.cancel.set()
+        for server in {id(s): s for s in (self.server, self._starting) if s is not None}.values():
+            server.stop(timeout=10.0)  # a start still running finishes first, then stops
+        self.server = self._starting = None
 
     # ------------------------------------------------------------------------------------------ API jobs
 
