@@ -121,6 +121,9 @@ def test_bundle_contents(bundle: Path) -> None:
     assert (internal / "assets" / "icon.png").is_file()
     assert any(internal.glob("_tcl_data")) and any(internal.glob("_tk_data")), "Tcl/Tk data not collected"
     assert any(internal.glob("_soundfile_data/*")) or any(internal.glob("**/libsndfile*")), "libsndfile not collected"
+    # the studio's theme and drag and drop travel with the app
+    assert (internal / "sv_ttk" / "sv.tcl").is_file() and any((internal / "sv_ttk").rglob("*.png")), "sv-ttk missing"
+    assert any((internal / "tkinterdnd2" / "tkdnd").rglob("*tkdnd*")), "tkDnD (tkinterdnd2) not collected"
     # Models are not bundled: no checkpoint-like files at all.
     weights = [p for p in bundle.rglob("*") if p.suffix in (".pth", ".safetensors", ".ckpt") or p.name == "bpe.model"]
     assert not weights, f"model files in the bundle: {weights[:5]}"
