@@ -42,9 +42,9 @@ from .api import (
 )
 from .device import DeviceChoice, probe
 from .models import ModelPaths
-from .pipeline import Pipeline, build_pipeline, resolve_paths
+from .pipeline import Pipeline, build_pipeline, content_condition, resolve_paths
 from .streaming import STREAM_BEAMS_WARNING, ChunkFeed, StreamPlan
-from .voice_cache import VoiceCache, clip_key
+from .voice_cache import VOICE_KEYS, Voice, VoiceCache, clip_key
 
 if TYPE_CHECKING:
     from .text.normalizer import Glossary
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 MAX_REFERENCE_SECONDS = 15.0
 FRAMES_PER_CODE = 1.72
-_VOICE_KEYS = ("spk_cond_emb", "style", "ref_mel", "prompt_condition", "spk_latent")
 
 _T = TypeVar("_T")
 
@@ -66,28 +65,6 @@ def _read_clip(loader: Callable[[str | Path], _T], clip: str | Path, role: str) 
         return loader(clip)
     except AudioError as exc:
         raise EngineError(f"The {role} clip cannot be used: {exc}") from exc
-
-
-def content_condition(p: Pipeline, codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-    """s2mel's content input for codes [n] and their GPT latent [1, n, D]: ``vq2emb(codes)^T + gpt_layer(latent)``
-    [1, n, C] (infer_v2's ``S_infer``)."""
-    latent = p.s2mel.gpt_layer(latent.float())
-    return p.codec.vq2emb(codes.reshape(1, -1).to(p.device)).transpose(1, 2) + latent
-
-
-@dataclass
-class Voice:
-    """Everything IndexTTS2 derives from a speaker clip; computed once per clip."""
-
-    key: str
-    spk_cond_emb: torch.Tensor  # [1, T_w, 1024] normalised w2v-BERT features
-    style: torch.Tensor  # [1, 192] CAMPPlus
-    ref_mel: torch.Tensor  # [1, 80, T_ref]
-    prompt_condition: torch.Tensor  # [1, T_ref, C]
-    spk_latent: torch.Tensor  # [1, 32, D] GPT speaker conditioning
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in _VOICE_KEYS}
 
 
 @dataclass
@@ -265,7 +242,7 @@ class Engine:
         if not given:
             cached = p.voices.get("voice", key)
             if cached is not None:
-                return Voice(key, *(cached[k] for k in _VOICE_KEYS))
+                return Voice(key, *(cached[k] for k in VOICE_KEYS))
         audio = _read_clip(load_speaker_audio, clip, "voice")
         spec = p.cfg.require("s2mel").preprocess_params
         sp = spec.spect_params

@@ -77,6 +77,13 @@ class Pipeline:
         return self.qwen
 
 
+def content_condition(p: Pipeline, codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """s2mel's content input for codes [n] and their GPT latent [1, n, D]: ``vq2emb(codes)^T + gpt_layer(latent)``
+    [1, n, C] (infer_v2's ``S_infer``)."""
+    latent = p.s2mel.gpt_layer(latent.float())
+    return p.codec.vq2emb(codes.reshape(1, -1).to(p.device)).transpose(1, 2) + latent
+
+
 def resolve_paths(model_dir: str | Path | None) -> ModelPaths:
     """The files of a model folder in the upstream layout, or an EngineError saying what is missing."""
     if model_dir is None:

@@ -53,9 +53,9 @@ from .api import AudioChunk, ChunkCallback, GenerationSettings
 from .s2mel.length_regulator import mel_frames_for_codes
 
 if TYPE_CHECKING:
-    from .engine import Voice
     from .gpt.model import GPT2Block, UnifiedVoice
     from .pipeline import Pipeline
+    from .voice_cache import Voice
 
 STREAM_BEAMS_WARNING = ("Streaming decodes with one beam (num beams {beams} ignored): the best of several beams is "
                         "known only when the segment ends.")
@@ -293,7 +293,7 @@ class ChunkRenderer:
 
     @torch.inference_mode()
     def __call__(self, codes: list[int], a: int, b: int) -> np.ndarray:
-        from .engine import content_condition
+        from .pipeline import content_condition
 
         p, v, s = self.p, self.voice, self.settings
         t0 = t = time.perf_counter()

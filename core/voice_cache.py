@@ -9,6 +9,7 @@ that cannot be written never fails a synthesis.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +18,23 @@ from .api import EngineError
 from .digest import sha256_file
 
 log = logging.getLogger(__name__)
+
+VOICE_KEYS = ("spk_cond_emb", "style", "ref_mel", "prompt_condition", "spk_latent")
+
+
+@dataclass
+class Voice:
+    """Everything IndexTTS2 derives from a speaker clip; computed once per clip."""
+
+    key: str
+    spk_cond_emb: torch.Tensor  # [1, T_w, 1024] normalised w2v-BERT features
+    style: torch.Tensor  # [1, 192] CAMPPlus
+    ref_mel: torch.Tensor  # [1, 80, T_ref]
+    prompt_condition: torch.Tensor  # [1, T_ref, C]
+    spk_latent: torch.Tensor  # [1, 32, D] GPT speaker conditioning
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in VOICE_KEYS}
 
 
 def clip_key(clip: str | Path, role: str = "voice") -> str:
