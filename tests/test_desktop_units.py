@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import struct
 import sys
 import threading
 import time
@@ -312,19 +311,24 @@ def test_worker_delivers_on_the_tk_thread(display):
 
 # --- README screenshots -----------------------------------------------------------------------------------------
 def test_screenshot_tool_writes_pngs_of_the_real_windows(display, audio_server, tmp_path):
+    """tools/screenshots.py: every view in the light and the dark theme, PNGs that Pillow decodes back."""
+    from PIL import Image
+
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import screenshots
     finally:
         sys.path.remove(str(ROOT / "tools"))
     screenshots.take_screenshots(tmp_path)
-    sizes = {}
-    for name in ("main-window.png", "record-dialog.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-        sizes[name] = struct.unpack(">II", data[16:24])
-    assert sizes["main-window.png"] == (1240, 860)
-    assert sizes["record-dialog.png"][0] >= 500 and sizes["record-dialog.png"][1] >= 300
-    # the PNG decodes back to a real, non-uniform picture
-    raw = (tmp_path / "main-window.png").read_bytes()
-    assert len(raw) > 20_000
+    views = ("main-window", "projects", "record-dialog", "model-setup")
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"{v}-{t}.png" for v in views
+                                                                     for t in ("light", "dark"))
+    for view in views:
+        light, dark = (Image.open(tmp_path / f"{view}-{t}.png") for t in ("light", "dark"))
+        assert light.format == "PNG" and light.size == dark.size
+        light_px, dark_px = (np.asarray(im.convert("RGB"), dtype=np.float64) for im in (light, dark))
+        assert light_px.mean() > 150 and dark_px.mean() < 100, (view, light_px.mean(), dark_px.mean())
+        assert light_px.std() > 10  # a real picture, not a blank window
+    assert Image.open(tmp_path / "main-window-light.png").size == (1240, 700)
+    width, height = Image.open(tmp_path / "record-dialog-dark.png").size
+    assert width >= 500 and height >= 300
