@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import tkinter as tk
 import traceback
 from collections.abc import Callable
@@ -40,6 +41,27 @@ AUDIO_FILETYPES = [("Audio files", "*.wav *.flac *.ogg *.mp3 *.m4a *.aiff *.aif"
 PRESET_FILETYPES = [("Preset files", "*.json"), ("All files", "*")]
 
 
+# What the engine tells a command-line user to do, in the GUI's words (buttons and menus, never commands).
+_GUI_REMEDIES = (
+    ("Run the model setup (python main.py models download) or choose the model folder in Settings.", ""),
+    ("Run 'python main.py models download'", "Download them with 'Set up models' (on the first-run screen)"),
+    ("run 'python main.py models download'", "download them with 'Set up models' (on the first-run screen)"),
+    ("choose another name or pass --overwrite", "choose another name"),
+)
+_CLI_ASIDE = re.compile(r"\s*\([^()]*(?:python main\.py|--[a-z])[^()]*\)")  # "(python main.py project render x)"
+_CLI_SENTENCE = re.compile(  # a whole sentence that is command-line advice ("Pass --out file.wav for the result.")
+    r"(?:^|(?<=[.!?]\s))[^.!?]*(?:python main\.py|\bpass --|\s--[a-z][\w-]*)[^!?]*?[.!?](?=\s|$)\s*", re.IGNORECASE
+)
+
+
+def gui_words(message: str) -> str:
+    """A message from ``core`` without its command-line advice: what happened stays, the GUI says what to do."""
+    for cli, gui in _GUI_REMEDIES:
+        message = message.replace(cli, gui)
+    original, message = message, _CLI_ASIDE.sub("", message)
+    return _CLI_SENTENCE.sub("", message).strip() or original
+
+
 def is_expected(exc: BaseException) -> bool:
     """True for failures with a message meant for the user; anything else is a bug (logged with its traceback)."""
     return isinstance(exc, (UserError, EngineError, MemoryError, OSError))
@@ -54,7 +76,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, UserError):
         return str(exc), getattr(exc, "details", "") or details
     if isinstance(exc, (EngineError, Cancelled)):
-        return str(exc), details
+        return gui_words(str(exc)), details
     if isinstance(exc, MemoryError):
         return "Not enough memory for this job. Try shorter text or close other programs.", details
     if isinstance(exc, OSError):

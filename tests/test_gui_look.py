@@ -366,3 +366,35 @@ def test_unknown_extension_is_refused_in_words(studio):
     assert app.results.save(target) is None and not target.exists()
     assert studio.dialogs.messages() == [
         "Could not save take.aac. Cannot write audio to take.aac: the name must end in .wav, .flac, .mp3, .opus."]
+
+
+# ------------------------------------------------------------------------------------------ words
+
+
+def test_engine_messages_reach_the_window_in_gui_words(display, audio_server, tmp_path):
+    from core.api import EngineError
+    from desktop.dialogs import describe_error, gui_words
+
+    assert gui_words("Model files in /m are incomplete: Missing file gpt.pth. Run 'python main.py models "
+                     "download'.") == ("Model files in /m are incomplete: Missing file gpt.pth. Download them with "
+                                       "'Set up models' (on the first-run screen).")
+    assert gui_words("3 of 5 lines have no current take (first: line 2). Render the project first (python main.py "
+                     "project render /x/y).") == "3 of 5 lines have no current take (first: line 2). Render the " \
+                                                 "project first."
+    assert gui_words("/x/a.wav already exists; choose another name or pass --overwrite.") == \
+        "/x/a.wav already exists; choose another name."
+    assert describe_error(EngineError("Line 3: the speaker 'Bob' has no voice. Map it to a clip (--voice "
+                                      "Bob=clip.wav) or choose another speaker."))[0] == \
+        "Line 3: the speaker 'Bob' has no voice. Map it to a clip or choose another speaker."
+    # the first-run screen: what is missing, and the buttons to press, no command
+    empty = tmp_path / "models"
+    empty.mkdir()
+    from core.engine import Engine
+
+    s = make_studio(tmp_path / "home", model_dir=empty, engine=Engine())  # the real engine's own message
+    try:
+        text = s.app.first_run.message.get()
+        assert s.app.first_run_visible and "main.py" not in text and "--" not in text
+        assert "Press 'Set up models'" in text
+    finally:
+        close_studio(s)

@@ -10,7 +10,7 @@ from pathlib import Path
 from tkinter import ttk
 
 from core.api import EngineError, GenerationSettings, SettingError
-from desktop.dialogs import AUDIO_FILETYPES, DialogFn, UserError
+from desktop.dialogs import AUDIO_FILETYPES, DialogFn, UserError, gui_words
 from desktop.dnd import AUDIO_SUFFIXES, TEXT_SUFFIXES, enable_drop, only
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 
@@ -459,6 +459,6 @@ class FirstRunScreen(ttk.Frame):
             "IndexTTS2 Desktop needs the IndexTTS-2 model files "
             "(about 6 GB: gpt.pth, s2mel.pth, bpe.model, config.yaml "
             "and the helper models) on this computer.\n\n"
-            f"{where}\nProblem: {problem}\n\n"
+            f"{where}\nProblem: {gui_words(problem)}\n\n"
             "Press 'Set up models' to download them, or 'Choose model folder' if you already have them."
         )
