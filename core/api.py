@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -375,6 +376,31 @@ class AudioChunk:
 ChunkCallback = Callable[[AudioChunk], None]
 
 
+class ChunkFeed:
+    """Numbers the pieces of the result for ``on_chunk``: offsets, chunk indices, the silence interval put in front
+    of the first chunk of every segment after the first (as :func:`core.api.join_segments` joins them)."""
+
+    def __init__(self, callback: ChunkCallback | None, segments: int, gap: np.ndarray) -> None:
+        self.callback, self.segments, self.gap = callback, segments, gap
+        self.offset = 0
+        self.count: dict[int, int] = {}
+        self.first_audio: float | None = None  # perf_counter() of the first chunk with sound
+
+    def put(self, segment: int, audio: np.ndarray, last: bool) -> None:
+        index = self.count.get(segment, 0)
+        self.count[segment] = index + 1
+        if index == 0 and segment > 0 and self.gap.size:
+            audio = np.concatenate([self.gap, audio])
+        if not audio.size:
+            return
+        if self.first_audio is None:
+            self.first_audio = time.perf_counter()
+        chunk = AudioChunk(segment, self.segments, index, audio, self.offset, last)
+        self.offset += audio.size
+        if self.callback is not None:
+            self.callback(chunk)
+
+
 @dataclass
 class SynthesisResult:
     audio: np.ndarray  # int16 [N], 22050 Hz mono
@@ -409,7 +435,9 @@ def join_segments(pieces: Sequence[np.ndarray], interval_silence_ms: int) -> np.
 
 
 class EngineProtocol(Protocol):
-    """What every front end may call. ``synthesize`` is the one synthesis call; ``on_segment`` streams."""
+    """What every front end may call. ``synthesize`` is the one synthesis call; ``on_segment`` streams whole
+    segments, ``on_chunk`` the pieces of the result as they become final (within a segment with
+    ``settings.stream``; concatenated they are exactly the result's audio)."""
 
     def load(self, model_dir: str | Path | None, device: str = "auto", fp16: bool | None = None,
              on_progress: ProgressCallback | None = None) -> None: ...
@@ -431,4 +459,5 @@ class EngineProtocol(Protocol):
         on_progress: ProgressCallback | None = None,
         on_segment: SegmentCallback | None = None,
         cancel: threading.Event | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> SynthesisResult: ...

@@ -26,6 +26,7 @@ from .api import (
     SAMPLE_RATE,
     Cancelled,
     ChunkCallback,
+    ChunkFeed,
     EngineError,
     GenerationSettings,
     ModelLimits,
@@ -43,7 +44,7 @@ from .api import (
 from .device import DeviceChoice, probe
 from .models import ModelPaths
 from .pipeline import Pipeline, build_pipeline, content_condition, resolve_paths
-from .streaming import STREAM_BEAMS_WARNING, ChunkFeed, StreamPlan
+from .streaming import STREAM_BEAMS_WARNING, StreamPlan
 from .voice_cache import VOICE_KEYS, Voice, VoiceCache, clip_key
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .api import AudioChunk, ChunkCallback, GenerationSettings
+from .api import GenerationSettings
 from .s2mel.length_regulator import mel_frames_for_codes
 
 if TYPE_CHECKING:
@@ -317,26 +317,3 @@ class ChunkRenderer:
         return wav
 
 
-class ChunkFeed:
-    """Numbers the pieces of the result for ``on_chunk``: offsets, chunk indices, the silence interval put in front
-    of the first chunk of every segment after the first (as :func:`core.api.join_segments` joins them)."""
-
-    def __init__(self, callback: ChunkCallback | None, segments: int, gap: np.ndarray) -> None:
-        self.callback, self.segments, self.gap = callback, segments, gap
-        self.offset = 0
-        self.count: dict[int, int] = {}
-        self.first_audio: float | None = None  # perf_counter() of the first chunk with sound
-
-    def put(self, segment: int, audio: np.ndarray, last: bool) -> None:
-        index = self.count.get(segment, 0)
-        self.count[segment] = index + 1
-        if index == 0 and segment > 0 and self.gap.size:
-            audio = np.concatenate([self.gap, audio])
-        if not audio.size:
-            return
-        if self.first_audio is None:
-            self.first_audio = time.perf_counter()
-        chunk = AudioChunk(segment, self.segments, index, audio, self.offset, last)
-        self.offset += audio.size
-        if self.callback is not None:
-            self.callback(chunk)

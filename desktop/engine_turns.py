@@ -19,6 +19,7 @@ from typing import Any
 
 from core.api import (
     Cancelled,
+    ChunkCallback,
     EngineProtocol,
     ModelLimits,
     ProgressCallback,
@@ -93,10 +94,11 @@ class GatedEngine:
             return self._engine.prepare_voice(clip)
 
     def synthesize(self, request: SynthesisRequest, *, on_progress: ProgressCallback | None = None,
-                   on_segment: SegmentCallback | None = None,
-                   cancel: threading.Event | None = None) -> SynthesisResult:
+                   on_segment: SegmentCallback | None = None, cancel: threading.Event | None = None,
+                   on_chunk: ChunkCallback | None = None) -> SynthesisResult:
         with self._turns.turn(self._source, request.text[:40], cancel):
             if model_fingerprint(self._engine) != self._fingerprint:
                 self.reloaded = True
                 raise Cancelled("The models were reloaded during the job.")
-            return self._engine.synthesize(request, on_progress=on_progress, on_segment=on_segment, cancel=cancel)
+            return self._engine.synthesize(request, on_progress=on_progress, on_segment=on_segment, cancel=cancel,
+                                           on_chunk=on_chunk)

@@ -22,6 +22,8 @@ from core.api import (
     NO_SPEECH,
     SAMPLE_RATE,
     Cancelled,
+    ChunkCallback,
+    ChunkFeed,
     Emotion,
     EngineError,
     ModelLimits,
@@ -32,6 +34,7 @@ from core.api import (
     SynthesisRequest,
     SynthesisResult,
     join_segments,
+    silence_gap,
 )
 from core.device import DEVICES
 from core.text.normalizer import GlossaryError, TextNormalizer, glossary_entries, use_chinese_grammar
@@ -202,6 +205,7 @@ class StandInEngine:
         on_progress: ProgressCallback | None = None,
         on_segment: SegmentCallback | None = None,
         cancel: threading.Event | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> SynthesisResult:
         self._check(request)
         settings, emotion, voice = request.settings, request.emotion, request.voice_path
@@ -215,6 +219,7 @@ class StandInEngine:
         steps = ("Generating speech tokens", "Computing semantic features", "Diffusion", "Vocoding")
         pieces: list[np.ndarray] = []
         texts: list[str] = []
+        feed = ChunkFeed(on_chunk, len(segments), silence_gap(settings.interval_silence_ms))
         for index, segment in enumerate(segments):
             for k, stage in enumerate(steps):
                 fraction = (index + k / len(steps)) / len(segments)
@@ -229,6 +234,7 @@ class StandInEngine:
             texts.append(segment)
             if on_segment is not None:
                 on_segment(SegmentAudio(index=index, count=len(segments), audio=audio, text=segment))
+            feed.put(index, audio, last=True)
         if not pieces:
             raise EngineError(NO_SPEECH)
         report(Progress(stage="Done", fraction=1.0, segment=len(segments), segments=len(segments)))

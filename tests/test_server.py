@@ -654,3 +654,28 @@ def test_core_reads_the_library_the_desktop_writes(tmp_path: Path) -> None:
     catalog = VoiceCatalog(tmp_path / "voices")
     assert catalog.resolve("David") == dave.clip
     assert [(e.name, e.duration()) for e in catalog.entries()] == [("Carol", pytest.approx(1.1)), ("David", 1.0)]
+
+
+def test_stream_setting_streams_inside_one_segment(client: openai.OpenAI, engine: Engine,
+                                                   voices: VoiceCatalog) -> None:
+    """settings.stream: a one-segment text comes in the engine's chunks (on_chunk), not as one file at the end;
+    the bytes are exactly the streamed render's audio."""
+    from core.streaming import StreamPlan
+
+    settings = {**FAST, "max_mel_tokens": 30, "stream": True}
+    plan, engine.stream_plan = engine.stream_plan, StreamPlan(first_codes=4, growth=1.0, max_codes=4,
+                                                               overlap_codes=1)
+    try:
+        pieces: list[int] = []
+        request = SynthesisRequest(SHORT, voices.resolve("Alice"), None, GenerationSettings(**settings, seed=2))
+        expected = engine.synthesize(request, on_chunk=lambda c: pieces.append(c.audio.size)).audio
+        assert len(pieces) > 1, "the test needs a segment of several chunks"
+        with client.audio.speech.with_streaming_response.create(
+                model="indextts2", voice="Alice", input=SHORT, response_format="pcm",
+                extra_body={"settings": settings, "seed": 2}) as response:
+            assert response.status_code == 200
+            assert "content-length" not in response.headers  # a stream, not a file sent at the end
+            data = b"".join(response.iter_bytes())
+    finally:
+        engine.stream_plan = plan
+    np.testing.assert_array_equal(np.frombuffer(data, "<i2"), expected)

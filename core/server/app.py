@@ -7,8 +7,9 @@ request becomes one :class:`core.api.SynthesisRequest` and one ``engine.synthesi
 ``GET /v1/audio/voices`` and ``GET /health`` describe the server. Every request needs ``Authorization: Bearer
 <key>``. Errors are OpenAI-style JSON ``{"error": {"message", "type", "param", "code"}}`` with one clear line.
 
-Audio is streamed: the first segment's bytes go out as soon as the engine has rendered it (a text of one segment
-comes as a complete file). Nothing here blocks the event loop: the jobs run one after another on one long-lived
+Audio is streamed: the first piece's bytes go out as soon as the engine has made it final (``on_chunk``: each
+segment, or with ``settings.stream: true`` pieces inside a segment, one beam; a text of one segment without
+``stream`` comes as a complete file). Nothing here blocks the event loop: the jobs run one after another on one long-lived
 worker thread (a fresh thread per job would pay torch's per-thread warm-up every time, about doubling a short
 job), which hands segments over through an asyncio queue.
 """
@@ -25,7 +26,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -34,16 +34,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..api import (
     EMOTION_NAMES,
     SAMPLE_RATE,
+    AudioChunk,
     Cancelled,
     Emotion,
     EngineError,
     EngineProtocol,
     GenerationSettings,
-    SegmentAudio,
     SettingError,
     SynthesisRequest,
     SynthesisResult,
-    silence_gap,
     validate_emotion_vector,
 )
 from ..jobs import JobGate, QueueFull, Ticket
@@ -249,7 +248,7 @@ class _Job:
             with self.ticket:
                 result = self.service.engine.synthesize(
                     self.job.request, on_progress=self.ticket.progress, cancel=self.cancel,
-                    on_segment=(lambda seg: self._put("segment", seg)) if self.stream else None)
+                    on_chunk=(lambda chunk: self._put("chunk", chunk)) if self.stream else None)
             self._put("done", result)
         except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers with it
             if not isinstance(exc, EngineError):
@@ -376,27 +375,20 @@ class _QuietAbort(logging.Filter):
 _quiet_abort = _QuietAbort()
 
 
-def _gaps(count: int, silence_ms: int) -> np.ndarray:
-    """``count`` silence intervals (the joins ``core.api.join_segments`` puts around empty segments too)."""
-    return np.tile(silence_gap(silence_ms), max(count, 0))
-
-
-async def _stream(job: _Job, first: SegmentAudio, encoder: StreamEncoder) -> AsyncIterator[bytes]:
-    """Each segment's bytes as soon as it exists, with the silences ``join_segments`` puts between them."""
-    silence_ms = job.job.request.settings.interval_silence_ms
-    seg, last = first, -1
+async def _stream(job: _Job, first: AudioChunk, encoder: StreamEncoder) -> AsyncIterator[bytes]:
+    """The result's bytes piece by piece as the engine makes them final (``on_chunk``: whole segments, or pieces
+    of a segment with ``settings.stream``); the chunks already carry the silences between segments."""
+    chunk = first
     try:
         while True:
-            gaps = seg.index - last if last >= 0 else seg.index  # one before every piece after the first
-            yield encoder.feed(np.concatenate([_gaps(gaps, silence_ms), seg.audio]))
-            last = seg.index
+            yield encoder.feed(chunk.audio)
             kind, value = await job.next()
             if kind == "done":
-                tail = encoder.feed(_gaps(first.count - 1 - last, silence_ms)) + encoder.close()
+                tail = encoder.close()
                 if tail:
                     yield tail
                 return
-            seg = value
+            chunk = value
     except ApiError as exc:  # the headers are out: end the response unfinished, so the client sees an error
         log.warning("API job %s stopped while streaming: %s", job.ticket.info.id, exc.message)
         raise StreamAborted(exc.message) from None
@@ -431,7 +423,7 @@ async def _speak(service: SpeechService, job: SpeechJob, request: Request) -> Re
     running = service.start(job, stream=True)
     try:
         kind, value = await _before_disconnect(running, request, running.next)
-        if kind == "segment" and value.count > 1:
+        if kind == "chunk" and not (value.last and value.segments == 1):  # more pieces will follow
             encoder = StreamEncoder(job.format)
             return StreamingResponse(_stream(running, value, encoder), media_type=encoder.format.media_type)
         result = value if kind == "done" else await _before_disconnect(running, request, running.result)
