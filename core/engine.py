@@ -196,8 +196,13 @@ class Engine:
 
     def glossary_terms(self, text: str) -> dict[str, str | Mapping[str, str]]:
         """The glossary entries (model folder's and user's) that apply to ``text``: what a cached result of this
-        text depends on besides the text itself."""
-        return self.pipeline.frontend.normalizer.terms_in(text)
+        text depends on besides the text itself. Before the models are loaded: the user's entries alone."""
+        p = self._pipeline
+        if p is None:
+            from .text.normalizer import TextNormalizer
+
+            return TextNormalizer(self._glossary).terms_in(text)
+        return p.frontend.normalizer.terms_in(text)
 
     # ------------------------------------------------------------------------------------------- text
 
