@@ -5,8 +5,8 @@
 Opens the real main window (stand-in engine) and imports a ``--chars`` book (the text of bench_project.book)
 through the Projects view (``--script``: a dialogue of short lines, many more rows), then prints: the import
 (parse + first save, in the worker) until every row is in the table, the longest the Tk loop went without servicing
-an ``after(10)`` callback meanwhile, one edit (a row update and the save of project.json), and one move (the whole
-table filled again).
+an ``after(10)`` callback meanwhile, one edit (a row update and the save of project.json), one move (the whole
+table filled again) and one bulk speaker change of every line (every row refreshed).
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ def main() -> None:
         wait_until(s.root, lambda: view.table.filled_at is not None and view.table.filled_at > t, 120)
         print(f"one move (save + the whole table again): {(view.table.filled_at - t) * 1000:.0f} ms; longest Tk "
               f"stall meanwhile {ticks.longest * 1000:.0f} ms")
+
+        ids = [line.id for line in view.project.lines]
+        t = time.perf_counter()
+        ticks = Ticks(s.root, lambda: view.table.tree.item(ids[-1], "values")[1] == "Carol")
+        view.assign_speaker("Carol", ids)  # a new speaker for every line: every row is refreshed
+        wait_until(s.root, lambda: view.table.tree.item(ids[-1], "values")[1] == "Carol", 120)
+        print(f"every line a new speaker (one save, every row refreshed): {(time.perf_counter() - t) * 1000:.0f} ms; "
+              f"longest Tk stall meanwhile {ticks.longest * 1000:.0f} ms")
     finally:
         close_studio(s)
 

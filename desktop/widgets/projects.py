@@ -114,10 +114,21 @@ class LineTable(ttk.Frame):
         return bool(self._pending)
 
     def update_rows(self, ids: Sequence[str]) -> None:
-        """Refresh the cells of these lines (rows not inserted yet get fresh values when they are)."""
-        for line_id in ids:
-            if self.tree.exists(line_id):
-                self.tree.item(line_id, values=tuple(self._values(line_id)), tags=self._tags(line_id))
+        """Refresh the cells of these lines (rows not inserted yet get fresh values when they are); many rows are
+        refreshed in batches like :meth:`populate`, so the window keeps answering."""
+        pending = list(reversed(ids))
+        self._refresh_batch(pending, FIRST_ROWS, self._generation)
+
+    def _refresh_batch(self, pending: list[str], count: int, generation: int) -> None:
+        if generation != self._generation:
+            return  # the table was filled again meanwhile, with fresh values
+        tree = self.tree
+        for _ in range(min(count, len(pending))):
+            line_id = pending.pop()
+            if tree.exists(line_id):
+                tree.item(line_id, values=tuple(self._values(line_id)), tags=self._tags(line_id))
+        if pending:
+            self.after(1, self._refresh_batch, pending, BATCH_ROWS, generation)
 
     def selected(self) -> list[str]:
         """The selected line ids in table order."""
