@@ -45,6 +45,7 @@ from desktop.projects_view import ProjectsView
 from desktop.pronunciation import DictionaryError, PronunciationDictionary
 from desktop.settings import AppSettings, Preset, PresetStore, StateFiles
 from desktop.theme import Palette, apply_theme
+from desktop.theme import resolve as resolve_theme
 from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 from desktop.widgets.dictionary import DictionaryDialog, Glossary
 from desktop.widgets.emotion import EmotionPanel
@@ -66,6 +67,7 @@ from desktop.worker import Job, Worker
 log = logging.getLogger(__name__)
 
 APP_TITLE = "IndexTTS2 Desktop"
+SYSTEM_THEME_POLL_MS = 5000  # how often "Follow the system" asks the OS (darkdetect) for light or dark
 
 
 def placeholder_setup(app: StudioApp) -> None:
@@ -177,7 +179,7 @@ class StudioApp:
             root.after_idle(lambda: self.panes.sashpos(0, self.settings.sash))
         self.restore_state()
         self.use_dictionary()
-        root.bind("<FocusIn>", self._follow_system_theme, add="+")
+        root.after(SYSTEM_THEME_POLL_MS, self._follow_system_theme)
         for note in self.files.notes:
             self.dialog("warning", parent=root, title="Settings reset", message=note)
         root.protocol("WM_DELETE_WINDOW", self.close)
@@ -194,13 +196,11 @@ class StudioApp:
         ttk.Style(self.root).configure("Accent.TButton", font=("TkDefaultFont", 10, "bold"))
         return self.palette
 
-    def _follow_system_theme(self, event: tk.Event) -> None:
-        """With 'Follow the system', a theme change of the OS shows when the window is used again."""
-        if event.widget is self.root and self.settings.theme == "system":
-            from desktop.theme import resolve
-
-            if resolve("system") != self.palette.name:
-                self.set_theme("system")
+    def _follow_system_theme(self) -> None:
+        """With 'Follow the system', a light/dark switch of the OS shows within a few seconds."""
+        if self.settings.theme == "system" and resolve_theme("system") != self.palette.name:
+            self.set_theme("system")
+        self.root.after(SYSTEM_THEME_POLL_MS, self._follow_system_theme)
 
     def _build_studio(self) -> None:
         self.panes = panes = ttk.PanedWindow(self.studio, orient="horizontal")

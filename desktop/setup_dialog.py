@@ -172,17 +172,17 @@ class SetupDialog(tk.Toplevel):
         ttk.Label(prog, textvariable=self.file_label).pack(anchor="w")
         self.file_bar = ttk.Progressbar(prog, variable=self.file_progress, maximum=100)
         self.file_bar.pack(fill="x")
-        ttk.Label(prog, textvariable=self.file_bytes, foreground="#555").pack(anchor="e")
+        ttk.Label(prog, textvariable=self.file_bytes, style="Muted.TLabel").pack(anchor="e")
         ttk.Label(prog, text="Overall").pack(anchor="w")
         self.overall_bar = ttk.Progressbar(prog, variable=self.overall_progress, maximum=100)
         self.overall_bar.pack(fill="x")
         line = ttk.Frame(prog)
         line.pack(fill="x")
-        ttk.Label(line, textvariable=self.overall_bytes, foreground="#555").pack(side="left")
-        ttk.Label(line, textvariable=self.speed_label, foreground="#555").pack(side="right")
+        ttk.Label(line, textvariable=self.overall_bytes, style="Muted.TLabel").pack(side="left")
+        ttk.Label(line, textvariable=self.speed_label, style="Muted.TLabel").pack(side="right")
 
         self.error_frame = ttk.Frame(body)
-        ttk.Label(self.error_frame, textvariable=self.error_message, foreground="#b91c1c", wraplength=600,
+        ttk.Label(self.error_frame, textvariable=self.error_message, style="Error.TLabel", wraplength=600,
                   justify="left").pack(anchor="w", fill="x")
         self.details_button = ttk.Button(self.error_frame, text="Details \u25b8", command=self.toggle_details)
         self.details_button.pack(anchor="w", pady=(4, 0))

@@ -43,6 +43,7 @@ class Palette:
     select_fg: str
     accent: str
     warning: str
+    error: str
     wave_bg: str  # waveform and level meter
     wave: str
     wave_axis: str
@@ -53,11 +54,13 @@ class Palette:
 
 
 LIGHT = Palette("light", bg="#fafafa", fg="#1c1c1c", muted="#5f6368", field_bg="#ffffff", field_fg="#1c1c1c",
-                select_bg="#2f60d8", select_fg="#ffffff", accent="#005fb8", warning="#b45309", wave_bg="#eef2f7",
+                select_bg="#2f60d8", select_fg="#ffffff", accent="#005fb8", warning="#b45309", error="#b91c1c",
+                wave_bg="#eef2f7",
                 wave="#1f6fd1", wave_axis="#c5cdd8", cursor="#d9480f", meter_ok="#2f9e44", meter_hot="#f08c00",
                 meter_clip="#e03131")
 DARK = Palette("dark", bg="#1c1c1c", fg="#fafafa", muted="#a0a4ab", field_bg="#2b2b2b", field_fg="#f2f2f2",
-               select_bg="#2f60d8", select_fg="#ffffff", accent="#57c8ff", warning="#f59f00", wave_bg="#141821",
+               select_bg="#2f60d8", select_fg="#ffffff", accent="#57c8ff", warning="#f59f00", error="#ff6b6b",
+               wave_bg="#141821",
                wave="#5fb3f9", wave_axis="#3a4150", cursor="#ffcc66", meter_ok="#51cf66", meter_hot="#fcc419",
                meter_clip="#ff6b6b")
 PALETTES = {"light": LIGHT, "dark": DARK}
@@ -116,6 +119,7 @@ def _styles(root: tk.Misc, p: Palette) -> None:
     style = ttk.Style(root)
     style.configure("Muted.TLabel", foreground=p.muted)
     style.configure("Warning.TLabel", foreground=p.warning)
+    style.configure("Error.TLabel", foreground=p.error)
     style.configure("Title.TLabel", font=("TkHeadingFont", 15, "bold"))
     style.configure("Strong.TLabel", font=("TkDefaultFont", 10, "bold"))
     style.configure("Treeview", rowheight=24)

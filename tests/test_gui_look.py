@@ -187,8 +187,8 @@ def test_theme_switch_recolours_waveform_and_text(studio, monkeypatch):
     monkeypatch.setattr(darkdetect, "theme", lambda: "Dark")  # the OS says dark
     app.apply_settings(replace(app.settings, theme="system"))
     assert app.palette is DARK and _colours(studio) == (DARK.wave_bg, DARK.wave, DARK.field_bg)
-    monkeypatch.setattr(darkdetect, "theme", lambda: "Light")  # ... and later light: seen when the window is used
-    studio.root.event_generate("<FocusIn>")
+    monkeypatch.setattr(darkdetect, "theme", lambda: "Light")  # ... and later light: seen at the next look
+    app._follow_system_theme()
     assert app.palette is LIGHT and _colours(studio) == (LIGHT.wave_bg, LIGHT.wave, LIGHT.field_bg)
     assert "sun-valley-light" == str(studio.root.tk.call("ttk::style", "theme", "use"))
     dialog = app.open_recorder()  # a window built later starts in the theme: its level meter too
@@ -396,5 +396,26 @@ def test_engine_messages_reach_the_window_in_gui_words(display, audio_server, tm
         text = s.app.first_run.message.get()
         assert s.app.first_run_visible and "main.py" not in text and "--" not in text
         assert "Press 'Set up models'" in text
+    finally:
+        close_studio(s)
+
+
+def test_without_tkinterdnd2_the_studio_works_and_says_nothing(display, audio_server, tmp_path, monkeypatch):
+    import sys
+
+    import desktop.dnd
+
+    monkeypatch.setitem(sys.modules, "tkinterdnd2", None)  # as if it were not installed
+    monkeypatch.setattr(desktop.dnd, "_unavailable", {})
+    s = make_studio(tmp_path / "home")
+    try:
+        app = s.app
+        assert not app.voice_panel.dnd and not app.text_panel.dnd
+        assert s.dialogs.calls == []  # nothing scary: only the log knows
+        s.dialogs.answer("open_file", str(s.voice))
+        app.voice_panel.open_clip()  # the file picker is the way
+        assert app.voice_panel.voice_path.get() == str(s.voice)
+        app.text_panel.set_text("Hello there.")
+        assert s.generate_and_wait() is not None and s.dialogs.messages() == []
     finally:
         close_studio(s)

@@ -252,7 +252,7 @@ class LocalApiWindow(tk.Toplevel):
         port.bind("<FocusOut>", lambda _e: self._port_changed())
         ttk.Label(body, text="Listens on this computer only (127.0.0.1). Other apps use the URL as their "
                              "OpenAI base URL and the key as their API key.", wraplength=520,
-                  foreground="#555").grid(row=5, column=0, columnspan=4, sticky="w", pady=(6, 6))
+                  style="Muted.TLabel").grid(row=5, column=0, columnspan=4, sticky="w", pady=(6, 6))
         ttk.Label(body, text="API jobs").grid(row=6, column=0, sticky="nw")
         self.jobs = ttk.Treeview(body, show="tree", height=8, selectmode="browse")
         self.jobs.column("#0", width=640, stretch=True)
