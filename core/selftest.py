@@ -2,8 +2,9 @@
 
 It proves that this install (a venv or a PyInstaller bundle) can do its job without the real models:
 
-1. every ``core`` module and every native library the app needs imports (libsndfile, PortAudio, soxr,
-   SentencePiece, kaldifst, tokenizers, safetensors);
+1. every ``core`` module (the projects and local-server packages included) and every native library the app
+   needs imports (libsndfile, PortAudio, soxr, SentencePiece, kaldifst, tokenizers, safetensors, PyAV, FastAPI,
+   uvicorn, tiktoken, fugashi with unidic-lite);
 2. a small torch program runs (matmul, conv, STFT) and the inference device is reported;
 3. the text front end works: the FST grammars shipped in ``core/assets/fst`` normalise numbers, and a
    SentencePiece model tokenises (``bpe.model`` from the model folder, else a tiny one trained on the spot);
@@ -51,6 +52,16 @@ CORE_MODULES = (
     "core.s2mel",
     "core.bigvgan",
     "core.engine",
+    "core.streaming",
+    "core.project",  # projects: model, store, import, render queue, export
+    "core.project.store",
+    "core.project.importers",
+    "core.project.render",
+    "core.project.export",
+    "core.server",  # the local speech server (its submodules import fastapi and uvicorn)
+    "core.server.keys",
+    "core.server.app",
+    "core.server.runner",
 )
 OPTIONAL_CORE_MODULES = ("core.qwen3", "core.qwen_emotion")  # checked only when present in this install
 NATIVE_MODULES = (
@@ -67,6 +78,12 @@ NATIVE_MODULES = (
     "jinja2",
     "huggingface_hub",
     "platformdirs",
+    "av",  # PyAV (FFmpeg): M4B audiobook export
+    "fastapi",  # the local speech server ...
+    "uvicorn",  # ... and its HTTP server
+    "tiktoken",  # IndexTTS-2.5 tokenizer
+    "fugashi",  # IndexTTS-2.5 Japanese word split (MeCab) ...
+    "unidic_lite",  # ... and its dictionary
 )
 
 GuiCheck = Callable[[Any], int]

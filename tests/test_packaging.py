@@ -79,6 +79,25 @@ def test_selftest_reports_a_broken_install(tmp_path: Path) -> None:
     assert not checks["tiny models"]["ok"]
 
 
+@pytest.mark.parametrize("missing", ["av", "fastapi", "uvicorn", "tiktoken", "fugashi", "unidic_lite"])
+def test_selftest_needs_the_projects_server_and_v25_libraries(missing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle without PyAV, FastAPI, uvicorn, tiktoken or fugashi (+ dictionary) fails its native-library check."""
+    from core import selftest
+
+    monkeypatch.setitem(sys.modules, missing, None)  # ``import missing`` now fails, as a file missing from a bundle
+    with pytest.raises(selftest._Failed, match=rf"cannot load {missing} \(ModuleNotFoundError"):
+        selftest.check_native()
+
+
+@pytest.mark.parametrize("missing", ["core.project", "core.project.export", "core.server", "core.server.app"])
+def test_selftest_needs_the_project_and_server_packages(missing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import selftest
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(selftest._Failed, match=rf"cannot import {missing} \(ModuleNotFoundError"):
+        selftest.check_imports()
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the one-folder app with the project's spec into a path with spaces and non-ASCII characters."""
