@@ -51,6 +51,20 @@ class ModelLimits:
 
     max_mel_tokens: int  # speech tokens the GPT can produce per segment
     max_text_tokens: int  # text tokens the GPT can read per segment
+    version: str = "2.0"  # which IndexTTS the folder holds ("2.0" or "2.5", told by its files)
+    languages: tuple[str, ...] = ()  # the language codes ``GenerationSettings.lang`` may take (2.5 only)
+    duration_control: bool = False  # ``GenerationSettings.duration_factor`` other than 1.0 is possible (2.5 only)
+    streaming: bool = True  # ``GenerationSettings.stream`` renders in chunks (2.0); 2.5 renders whole segments
+
+    @property
+    def label(self) -> str:
+        return f"IndexTTS-{self.version}"
+
+    def as_v25(self) -> ModelLimits:
+        """These limits for an IndexTTS-2.5 model: five languages, duration control, no chunked streaming."""
+        from .text.v25 import SUPPORTED_LANGUAGES
+
+        return replace(self, version="2.5", languages=SUPPORTED_LANGUAGES, duration_control=True, streaming=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ SETTING_RANGES: dict[str, _Range] = {
     "diffusion_steps": _Range(1, 1000, integer=True),
     "cfg_rate": _Range(0.0, 100.0),
     "seed": _Range(0, 2**63 - 1, integer=True),
+    "duration_factor": _Range(0.5, 2.0),
 }
 
 
@@ -129,6 +144,13 @@ class GenerationSettings:
     after the first chunk instead of the whole segment. Decodes with one beam (``num_beams`` is then ignored, with a
     warning: the best of several beams is known only at the end); the chunks are joined with a crossfade, so the
     sound differs slightly from the non-streamed render of the same codes. Off (upstream's render) by default."""
+    lang: str | None = None
+    """IndexTTS-2.5's language (zh, en, ja, es, ar); None: guessed from the text's script
+    (:func:`core.text.v25.guess_language`). IndexTTS-2.0 reads Chinese and English by itself and ignores it, so one
+    request (a project line, an A/B pair) can be rendered with either model."""
+    duration_factor: float = 1.0
+    """IndexTTS-2.5 only: the speech length relative to the model's own (0.5 = twice as fast, 2.0 = half as fast).
+    IndexTTS-2.0 has no duration control: with a 2.0 model anything but 1.0 is a SettingError."""
 
     def validate(self, limits: ModelLimits | None = None) -> GenerationSettings:
         """Raise :class:`SettingError` for the first setting outside its range; return self when all are fine."""
@@ -140,6 +162,12 @@ class GenerationSettings:
                 continue
             if f.name == "seed" and value is None:
                 continue
+            if f.name == "lang":
+                _check_lang(value)
+                continue
+            if f.name == "duration_factor" and limits is not None and not limits.duration_control \
+                    and SETTING_RANGES[f.name].ok(value) and value != 1.0:
+                raise SettingError(f.name, value, f"1.0 with {limits.label} (duration control needs IndexTTS-2.5)")
             rng = SETTING_RANGES[f.name]
             model_high = None
             if limits is not None and f.name == "max_mel_tokens":
@@ -160,6 +188,21 @@ class GenerationSettings:
     def from_dict(cls, data: dict) -> GenerationSettings:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def _check_lang(value: object) -> None:
+    """None, or a language IndexTTS-2.5 speaks (a loaded 2.0 model then ignores it)."""
+    if value is None:
+        return
+    from .text import TextError
+    from .text.v25 import SUPPORTED_LANGUAGES, check_language
+
+    try:
+        if not isinstance(value, str) or check_language(value) != value:
+            raise TextError("not a lower-case language code")
+    except TextError:
+        raise SettingError("lang", repr(value), "one of " + ", ".join(SUPPORTED_LANGUAGES) + " or none (from the "
+                           "text's script)") from None
 
 
 # ------------------------------------------------------------------------------------------ emotion

@@ -48,7 +48,11 @@ from .streaming import STREAM_BEAMS_WARNING, StreamPlan
 from .voice_cache import VOICE_KEYS, Voice, VoiceCache, clip_key
 
 if TYPE_CHECKING:
+    from .audio import SpeakerAudio
+    from .pipeline_v25 import V25Pipeline
     from .text.normalizer import Glossary
+
+    AnyPipeline = Pipeline | V25Pipeline  # the version seam: IndexTTS-2.0 or IndexTTS-2.5, told by the folder's files
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,17 @@ class SegmentTrace:
     wav: torch.Tensor | None = None
 
 
+STREAM_V25_WARNING = ("Streaming is not available with IndexTTS-2.5: each segment plays as soon as it is rendered.")
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One segment of the job's text: its words and the ids the GPT reads."""
+
+    text: str
+    ids: list[int]
+
+
 @dataclass
 class _Job:
     voice: Voice
@@ -88,12 +103,13 @@ class _Job:
     weights: list[float] | None
     use_random: bool
     settings: GenerationSettings
-    segments: list[list[str]]
+    segments: list[_Segment]
     on_progress: ProgressCallback | None
     cancel: threading.Event | None
     noise: Callable[[int, int], torch.Tensor] | None = None  # (segment index, frames) -> [1, 80, frames]
     trace: list[SegmentTrace] | None = None
     emovec: torch.Tensor | None = None
+    lang: int | None = None  # IndexTTS-2.5's language index for the GPT (None with 2.0)
     feed: ChunkFeed | None = None  # the pieces of the result for on_chunk
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -129,7 +145,7 @@ class Engine:
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._glossary = _glossary(glossary)  # the user's pronunciation dictionary, over the model folder's
         self._lock = threading.RLock()
-        self._pipeline: Pipeline | None = None
+        self._pipeline: AnyPipeline | None = None
         self.device_choice: DeviceChoice | None = None
         self.stream_plan = StreamPlan()  # how settings.stream cuts a segment into chunks (core.streaming)
         if pipeline is not None:
@@ -142,7 +158,7 @@ class Engine:
         return self._pipeline is not None
 
     @property
-    def pipeline(self) -> Pipeline:
+    def pipeline(self) -> AnyPipeline:
         """The loaded pipeline (an EngineError before the first successful load)."""
         p = self._pipeline
         if p is None:
@@ -168,10 +184,18 @@ class Engine:
     ) -> None:
         """Build every stage from the official files and swap them in at once; on failure keep what was loaded.
 
-        ``paths`` overrides the upstream folder layout; ``fp16=None`` is the CUDA default (core.device)."""
-        paths = paths or resolve_paths(model_dir)
+        The version (IndexTTS-2.0 or 2.5) is told by the folder's files (a 2.5 folder has ``codec.pth``), never by
+        its config; ``limits`` then says which one is loaded. ``paths`` overrides the upstream 2.0 folder layout;
+        ``fp16=None`` is the CUDA default (core.device)."""
+        from .models import is_v25_dir
+
+        new: AnyPipeline
         choice = probe(device, fp16).require()
-        new = build_pipeline(paths, choice, on_progress)
+        if paths is None and model_dir is not None and is_v25_dir(model_dir):
+            choice = replace(choice, fp16=False)  # 2.5 runs in float32
+            new = self._load_v25(Path(model_dir), choice, on_progress)
+        else:
+            new = build_pipeline(paths or resolve_paths(model_dir), choice, on_progress)
         with self._lock:  # waits for a running job: the models it uses stay until it ends
             self._adopt(new)
             self.device_choice = choice
@@ -179,7 +203,16 @@ class Engine:
             on_progress(Progress("Models ready", 1.0))
         log.info("engine ready on %s (fp16=%s)", new.device, new.fp16)
 
-    def _adopt(self, pipeline: Pipeline) -> None:
+    @staticmethod
+    def _load_v25(folder: Path, choice: DeviceChoice, on_progress: ProgressCallback | None) -> V25Pipeline:
+        from .pipeline_v25 import V25Pipeline, resolve_v25_paths
+
+        paths = resolve_v25_paths(folder)
+        if on_progress:
+            on_progress(Progress("Loading IndexTTS-2.5", 0.0))
+        return V25Pipeline.load(paths, choice.device)
+
+    def _adopt(self, pipeline: AnyPipeline) -> None:
         if pipeline.voices is None:
             pipeline.voices = VoiceCache(self._cache_dir, pipeline.fingerprint, pipeline.device)
         pipeline.frontend.normalizer.set_user_glossary(self._glossary)
@@ -206,21 +239,34 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- text
 
-    def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
-        """How ``text`` will be split into segments (for previews)."""
-        p = self.pipeline
+    def split_text(self, text: str, max_tokens: int = 120, lang: str | None = None) -> list[str]:
+        """How ``text`` will be split into segments (for previews); ``lang`` is IndexTTS-2.5's (None: guessed)."""
         if not text.strip():
             return []
+        return [seg.text for seg in self._segments(self.pipeline, text, max_tokens, lang)[0]]
+
+    @staticmethod
+    def _segments(p: AnyPipeline, text: str, max_tokens: int, lang: str | None) -> tuple[list[_Segment], int | None]:
+        """The segments of ``text`` and, for IndexTTS-2.5, the GPT's language index (None for 2.0)."""
+        from .pipeline_v25 import V25Pipeline
+
         try:
-            segments = p.frontend.segments(text, max_tokens)
+            if isinstance(p, V25Pipeline):
+                from .text.v25 import guess_language, lang_index
+
+                code = lang or guess_language(text)
+                return ([_Segment(seg.text, seg.gpt_input) for seg in p.frontend.segments(text, code, max_tokens)],
+                        lang_index(code))
+            pieces = p.frontend.split_segments(p.frontend.tokenize(text), max_tokens)
+            return [_Segment("".join(s).replace("\u2581", " ").strip(), p.frontend.convert_tokens_to_ids(s))
+                    for s in pieces], None
         except _text_errors() as exc:
             raise EngineError(f"The text cannot be read: {exc}") from exc
-        return ["".join(s).replace("\u2581", " ").strip() for s in segments]
 
     # ------------------------------------------------------------------------------------------ voices
 
     @staticmethod
-    def _semantic_features(p: Pipeline, wav16k: torch.Tensor) -> torch.Tensor:
+    def _semantic_features(p: AnyPipeline, wav16k: torch.Tensor) -> torch.Tensor:
         from .features import seamless_features
 
         if p.semantic is None:
@@ -238,18 +284,22 @@ class Engine:
             return self._prepare_voice(self.pipeline, Path(clip), spk_cond_emb)
 
     @torch.inference_mode()
-    def _prepare_voice(self, p: Pipeline, clip: Path, spk_cond_emb: torch.Tensor | None) -> Voice:
+    def _prepare_voice(self, p: AnyPipeline, clip: Path, spk_cond_emb: torch.Tensor | None) -> Voice:
         from .audio import load_speaker_audio
         from .features import campplus_input, mel_spectrogram
+        from .pipeline_v25 import V25Pipeline
 
         assert p.voices is not None
         key = clip_key(clip)
         given = spk_cond_emb is not None
+        kind = "voice25" if isinstance(p, V25Pipeline) else "voice"  # 2.5 conditioning differs from 2.0's
         if not given:
-            cached = p.voices.get("voice", key)
+            cached = p.voices.get(kind, key)
             if cached is not None:
                 return Voice(key, *(cached[k] for k in VOICE_KEYS))
         audio = _read_clip(load_speaker_audio, clip, "voice")
+        if isinstance(p, V25Pipeline):
+            return self._prepare_voice_v25(p, key, audio, spk_cond_emb)
         spec = p.cfg.require("s2mel").preprocess_params
         sp = spec.spect_params
         if spk_cond_emb is None:
@@ -268,13 +318,29 @@ class Engine:
             p.voices.put("voice", key, voice.tensors())
         return voice
 
+    def _prepare_voice_v25(self, p: V25Pipeline, key: str, audio: SpeakerAudio,
+                           spk_cond_emb: torch.Tensor | None) -> Voice:
+        """IndexTTS-2.5: the clip's mel and CAMPPlus style, then its conditioning (no quantiser, no GPT pass)."""
+        from .pipeline_v25 import mel_and_style, speaker_conditioning
+
+        given = spk_cond_emb is not None
+        if spk_cond_emb is None:
+            spk_cond_emb = self._semantic_features(p, audio.audio_16k)
+        ref_mel, style = mel_and_style(p, audio)
+        c = speaker_conditioning(p, spk_cond_emb, style, ref_mel)
+        voice = Voice(key, c.spk_cond_emb, c.style, c.ref_mel, c.prompt_condition, c.spk_latent)
+        if not given:
+            assert p.voices is not None
+            p.voices.put("voice25", key, voice.tensors())
+        return voice
+
     def emotion_features(self, clip: str | Path) -> torch.Tensor:
         """``emo_cond_emb`` of a clip: the 16 kHz load through w2v-BERT (cached by content)."""
         with self._lock:
             return self._emotion_features(self.pipeline, Path(clip))
 
     @torch.inference_mode()
-    def _emotion_features(self, p: Pipeline, clip: Path) -> torch.Tensor:
+    def _emotion_features(self, p: AnyPipeline, clip: Path) -> torch.Tensor:
         from .audio import load_emotion_audio
 
         assert p.voices is not None
@@ -336,11 +402,11 @@ class Engine:
                     on_segment(seg)
         if not any(piece.size for piece in pieces):
             raise EngineError(NO_SPEECH)
-        texts = ["".join(s).replace("\u2581", " ").strip() for s in job.segments]
+        texts = [seg.text for seg in job.segments]
         audio = join_segments(pieces, job.settings.interval_silence_ms)
         return SynthesisResult(audio, SAMPLE_RATE, dict(job.timings), texts, list(job.warnings)), job
 
-    def _job(self, p: Pipeline, request: SynthesisRequest, on_progress: ProgressCallback | None,
+    def _job(self, p: AnyPipeline, request: SynthesisRequest, on_progress: ProgressCallback | None,
              cancel: threading.Event | None, *, spk_cond_emb: torch.Tensor | None = None,
              emo_cond_emb: torch.Tensor | None = None) -> _Job:
         settings, emotion, text = request.settings, request.emotion, request.text
@@ -353,11 +419,7 @@ class Engine:
             if on_progress:
                 on_progress(Progress(stage, fraction))
 
-        try:
-            tokens = p.frontend.tokenize(text)
-            segments = p.frontend.split_segments(tokens, settings.max_text_tokens_per_segment)
-        except _text_errors() as exc:
-            raise EngineError(f"The text cannot be read: {exc}") from exc
+        segments, lang = self._segments(p, text, settings.max_text_tokens_per_segment, settings.lang)
         if not segments:
             raise EngineError("Nothing to say: the text has no speakable characters.")
 
@@ -385,10 +447,10 @@ class Engine:
             emo_cond_emb = self._emotion_features(p, emo_clip if emo_clip is not None else request.voice_path)
         timings["emotion"] = time.perf_counter() - t1
         return _Job(v, emo_cond_emb.to(p.device), alpha, weights, emotion.random, settings, segments,
-                    on_progress, cancel, timings=timings)
+                    on_progress, cancel, lang=lang, timings=timings)
 
     @staticmethod
-    def _emovec(p: Pipeline, job: _Job) -> torch.Tensor:
+    def _emovec(p: AnyPipeline, job: _Job) -> torch.Tensor:
         from .gpt.emotion import blend_emovec
 
         v = job.voice
@@ -404,14 +466,18 @@ class Engine:
         return emovec
 
     @torch.inference_mode()
-    def _run(self, p: Pipeline, job: _Job) -> Iterator[SegmentAudio]:
+    def _run(self, p: AnyPipeline, job: _Job) -> Iterator[SegmentAudio]:
         from .gpt.generate import generate
+        from .pipeline_v25 import V25Pipeline
 
         s = job.settings
         n = len(job.segments)
         timings = job.timings
         for key in ("gpt", "gpt_latent", "s2mel", "vocoder"):
             timings.setdefault(key, 0.0)
+        if s.stream and isinstance(p, V25Pipeline):
+            job.warn(STREAM_V25_WARNING)
+            s = job.settings = replace(s, stream=False)
         if s.stream and s.num_beams > 1:
             job.warn(STREAM_BEAMS_WARNING.format(beams=s.num_beams))
             s = job.settings = replace(s, num_beams=1)
@@ -430,10 +496,9 @@ class Engine:
                 frac = 0.05 + 0.95 * (seg + within) / n
                 job.on_progress(Progress(stage, min(frac, 1.0), seg + 1, n))
 
-        for i, pieces in enumerate(job.segments):
-            ids = p.frontend.convert_tokens_to_ids(pieces)
-            text = "".join(pieces).replace("\u2581", " ").strip()
-            if s.stream:
+        for i, seg in enumerate(job.segments):
+            ids, text = seg.ids, seg.text
+            if s.stream and not isinstance(p, V25Pipeline):
                 streamed = self._stream_segment(p, job, i, ids, text, feed, progress)
                 if streamed.audio.size and "first_segment" not in timings:
                     timings["first_segment"] = time.perf_counter() - start + before
@@ -441,18 +506,24 @@ class Engine:
                 continue
             progress("Generating speech codes", i, 0.0)
             t = time.perf_counter()
-            codes, hit_max = generate(p.gpt, ids, v.spk_latent, emovec, s, cancel=job.cancel)
+            codes, hit_max = generate(p.gpt, ids, v.spk_latent, emovec, s, cancel=job.cancel, lang=job.lang)
             timings["gpt"] += time.perf_counter() - t
             if not self._codes_ok(job, i, codes, hit_max):
                 feed.put(i, np.zeros(0, dtype=np.int16), True)
                 yield SegmentAudio(i, n, np.zeros(0, dtype=np.int16), text)
                 continue
-            t = time.perf_counter()
-            latent = p.gpt.latent(ids, v.spk_latent, emovec, codes)
-            timings["gpt_latent"] += time.perf_counter() - t
-            progress("Rendering spectrogram", i, 0.5)
-            t = time.perf_counter()
-            mel = self._mel(p, job, i, codes, latent, progress)
+            latent = None
+            if isinstance(p, V25Pipeline):  # no second GPT pass: the codec decodes the codes
+                progress("Rendering spectrogram", i, 0.5)
+                t = time.perf_counter()
+                mel = self._mel_v25(p, job, i, codes, progress)
+            else:
+                t = time.perf_counter()
+                latent = p.gpt.latent(ids, v.spk_latent, emovec, codes)
+                timings["gpt_latent"] += time.perf_counter() - t
+                progress("Rendering spectrogram", i, 0.5)
+                t = time.perf_counter()
+                mel = self._mel(p, job, i, codes, latent, progress)
             timings["s2mel"] += time.perf_counter() - t
             progress("Vocoding", i, 0.95)
             t = time.perf_counter()
@@ -460,7 +531,8 @@ class Engine:
             timings["vocoder"] += time.perf_counter() - t
             pcm = torch.clamp(32767 * wav, -32767.0, 32767.0).cpu()
             if job.trace is not None:
-                job.trace.append(SegmentTrace(ids, codes.cpu(), hit_max, latent.float().cpu(), mel.cpu(), pcm))
+                kept = None if latent is None else latent.float().cpu()
+                job.trace.append(SegmentTrace(ids, codes.cpu(), hit_max, kept, mel.cpu(), pcm))
             audio = pcm.to(torch.int16).numpy().reshape(-1)
             if "first_segment" not in timings:
                 timings["first_segment"] = time.perf_counter() - start + before
@@ -531,6 +603,24 @@ class Engine:
         seed = job.settings.seed
         seed = (seed * 1_000_003 + i) % 2**63 if seed is not None else random.randrange(2**63)
         return SegmentNoise(job.voice.ref_mel.shape[1], p.device, seed)
+
+    @staticmethod
+    def _mel_v25(p: V25Pipeline, job: _Job, index: int, codes: torch.Tensor,
+                 progress: Callable[[str, int, float], None]) -> torch.Tensor:
+        """IndexTTS-2.5: codec decode, the duration factor's length, CFM (the test seam's noise at the same frames)."""
+        from .pipeline_v25 import V25Conditioning, segment_mel
+        from .s2mel.v25 import target_length
+
+        v, s = job.voice, job.settings
+        frames = v.ref_mel.shape[-1] + target_length(2 * codes.numel(), s.duration_factor)
+        noise = job.noise(index, frames) if job.noise is not None else None
+
+        def on_step(k: int, total: int) -> None:
+            progress("Rendering spectrogram", index, 0.5 + 0.45 * k / max(total, 1))
+
+        voice = V25Conditioning(v.spk_cond_emb, v.style, v.ref_mel, v.prompt_condition, v.spk_latent)
+        return segment_mel(p, voice, codes, s.duration_factor, steps=s.diffusion_steps, cfg_rate=s.cfg_rate,
+                           noise=noise, cancel=job.cancel, on_step=on_step, fast=s.fast)
 
     @staticmethod
     def _mel(p: Pipeline, job: _Job, index: int, codes: torch.Tensor, latent: torch.Tensor,

@@ -47,6 +47,7 @@ class ModelFile:
     sha256: str | None = None
     optional: bool = False  # only for emotion-from-text
     may_be_absent: bool = False  # not in every revision of the repo: a 404 is not an error
+    revision: str | None = None  # a pinned commit of the repo (None: its main branch)
 
 
 _Q = "qwen0.6bemo4-merge"
@@ -83,6 +84,74 @@ MANIFEST: tuple[ModelFile, ...] = (
     ModelFile("nvidia/bigvgan_v2_22khz_80band_256x", "bigvgan_generator.pt", "hf_cache/bigvgan/bigvgan_generator.pt",
               "BigVGAN vocoder"),
 )
+
+
+# IndexTTS-2.5 (IndexTeam/IndexTTS-2.5), installed next to 2.0 in the subfolder V25_SUBDIR of the model folder; the
+# helper models (hf_cache/: w2v-BERT, CAMPPlus, BigVGAN) are 2.0's, shared (V25_SHARED). Revision, sizes and the
+# vocabulary's SHA-256 from the third-party download manifests pinned to that revision and the CosyVoice file the
+# vocabulary is (../shared/reference/v2_5/README.md "Vocabulary file provenance", UPSTREAM.md section 1): only
+# hash prefixes of gpt/codec/s2mel/config/feat are public, so those are checked by size and by the hub's own
+# SHA-256 (LFS etag) at download; wav2vec2bert_stats.pt is byte-identical to 2.0's (same pin).
+V25_REPO = "IndexTeam/IndexTTS-2.5"
+V25_REVISION = "c39ce5ba981572cb187443877ff559dfb246ce63"
+V25_SUBDIR = "IndexTTS-2.5"
+V25_VOCAB = "multilingual_zh_ja_yue_char_del.tiktoken"
+
+
+def _v25(remote: str, what: str, size: int | None = None, sha256: str | None = None) -> ModelFile:
+    return ModelFile(V25_REPO, remote, remote, what, size, sha256, revision=V25_REVISION)
+
+
+V25_MANIFEST: tuple[ModelFile, ...] = (
+    _v25("config.yaml", "IndexTTS-2.5 config", 2860),
+    _v25("gpt.pth", "GPT (UnifiedVoice 2.5, CAMPPlus conditioning)", 3_259_599_833),
+    _v25("codec.pth", "EnhancedCodec (25 Hz codes)", 607_290_935),
+    _v25("s2mel.pth", "s2mel (flow matching)", 414_908_601),
+    _v25(V25_VOCAB, "text vocabulary (tiktoken, five languages)", 907_395,
+         "747979631e813193436aabcff7c1c235d37de8097b71c563ec8b63b7a515c718"),
+    _v25("feat1.pt", "speaker emotion matrix", 57170),
+    _v25("feat2.pt", "emotion matrix", 374866),
+    _v25("wav2vec2bert_stats.pt", "w2v-BERT statistics", 9343,
+         "c9c176c2b8850ab2e3ba828bbfa969deaf4566ce55db5f2687b8430b87526ad2"),
+)
+V25_SHARED: tuple[ModelFile, ...] = tuple(m for m in MANIFEST if m.local.startswith("hf_cache/"))
+MODEL_VERSIONS = ("2.0", "2.5")
+
+
+def version_dir(model_dir: str | Path, version: str) -> Path:
+    """Where ``version`` lives for the model folder ``model_dir``: 2.0 in the folder itself, 2.5 in its subfolder
+    V25_SUBDIR (or the folder itself when it is a 2.5 folder already)."""
+    folder = Path(model_dir)
+    if version == "2.0" or is_v25_dir(folder):
+        return folder
+    return folder / V25_SUBDIR
+
+
+def is_v25_dir(folder: str | Path) -> bool:
+    """The folder holds IndexTTS-2.5: its ``codec.pth`` (the version is told by the files, never config.yaml)."""
+    return (Path(folder) / "codec.pth").is_file()
+
+
+def installed_versions(model_dir: str | Path) -> list[str]:
+    """The versions whose config is present for this model folder (a model picker's choices)."""
+    return [v for v in MODEL_VERSIONS if (version_dir(model_dir, v) / "config.yaml").is_file()]
+
+
+def version_parts(model_dir: str | Path, version: str) -> list[tuple[Path, tuple[ModelFile, ...]]]:
+    """``(folder, manifest)`` pairs to check or download for ``version``: 2.0 is the model folder's MANIFEST; 2.5 is
+    the shared helper models in the model folder plus V25_MANIFEST in its folder (core.models.version_dir)."""
+    base = Path(model_dir)
+    if version == "2.0":
+        return [(base, MANIFEST)]
+    return [(base, V25_SHARED), (version_dir(base, version), V25_MANIFEST)]
+
+
+def shared_file(folder: str | Path, item: ModelFile) -> Path:
+    """A helper model of a 2.5 folder: its own copy, else the 2.0 folder's it sits in, else the HF cache's."""
+    folder = Path(folder)
+    if (folder / item.local).exists() or not (folder.parent / item.local).exists():
+        return resolve(folder, item)
+    return folder.parent / item.local
 
 
 class ModelSetupError(RuntimeError):
@@ -391,7 +460,7 @@ def _fetch(item: ModelFile, staging: Path, *, source: str, endpoint: str | None,
     part = staging / repo.replace("/", "--") / (item.remote + ".part")
     tag_file = part.with_name(part.name + ".etag")
     try:
-        url = hf_hub_url(repo, item.remote, endpoint=endpoint)
+        url = hf_hub_url(repo, item.remote, endpoint=endpoint, revision=item.revision)
         meta = get_hf_file_metadata(url, timeout=30)
         etag = (meta.etag or "").strip('"')
         part.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,17 +65,21 @@ class Pipeline:
     def qwen_model(self) -> QwenEmotion:
         """The QwenEmotion model of this pipeline's model folder (loaded on first use)."""
         if self.qwen is None:
-            from .qwen_emotion import QwenEmotion
-
-            qdir = self.paths.qwen if self.paths else None
-            if qdir is None:
-                raise EngineError("Emotion from text needs the QwenEmotion model (qwen0.6bemo4-merge), which is not "
-                                  "installed. Run 'python main.py models download' or choose another emotion mode.")
-            try:
-                self.qwen = QwenEmotion.from_pretrained(qdir, device=self.device)
-            except (CheckpointError, ConfigError, OSError) as exc:
-                raise EngineError(f"The QwenEmotion model in {qdir} cannot be loaded: {exc}") from exc
+            self.qwen = load_qwen(self.paths.qwen if self.paths else None, self.device)
         return self.qwen
+
+
+def load_qwen(qdir: Path | None, device: torch.device) -> QwenEmotion:
+    """The QwenEmotion model in ``qdir`` (emotion from text), or an EngineError saying how to install it."""
+    from .qwen_emotion import QwenEmotion
+
+    if qdir is None:
+        raise EngineError("Emotion from text needs the QwenEmotion model (qwen0.6bemo4-merge), which is not "
+                          "installed. Run 'python main.py models download' or choose another emotion mode.")
+    try:
+        return QwenEmotion.from_pretrained(qdir, device=device)
+    except (CheckpointError, ConfigError, OSError) as exc:
+        raise EngineError(f"The QwenEmotion model in {qdir} cannot be loaded: {exc}") from exc
 
 
 def content_condition(p: Pipeline, codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -107,12 +112,18 @@ def resolve_paths(model_dir: str | Path | None) -> ModelPaths:
 
 def model_fingerprint(paths: ModelPaths) -> str:
     """Identifies the model files (path, size, mtime): cached voices are valid only for the same fingerprint."""
+    files = (paths.config, paths.gpt, paths.s2mel, paths.w2v_stats, paths.semantic_codec, paths.campplus)
+    return files_fingerprint(files, paths.w2v_bert)
+
+
+def files_fingerprint(files: Iterable[Path], w2v_bert: Path | None) -> str:
+    """``files`` (path, size, mtime) and the w2v-BERT weights (size, mtime) in 16 hex digits."""
     h = hashlib.sha256()
-    for p in (paths.config, paths.gpt, paths.s2mel, paths.w2v_stats, paths.semantic_codec, paths.campplus):
+    for p in files:
         st = Path(p).stat()
         h.update(f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    if paths.w2v_bert:
-        st = (Path(paths.w2v_bert) / "model.safetensors").stat()
+    if w2v_bert:
+        st = (Path(w2v_bert) / "model.safetensors").stat()
         h.update(f"w2v:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 

@@ -16,11 +16,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from core.api import EngineError
+from core.api import EngineError, ModelLimits
 from core.audio import SpeakerAudio
 from core.bigvgan import BigVGAN
 from core.campplus import CAMPPlus
@@ -31,9 +32,16 @@ from core.features import campplus_input, mel_spectrogram, seamless_features
 from core.gpt.emotion import EmotionMatrices
 from core.gpt.model import UnifiedVoice
 from core.s2mel.v25 import S2MelV25
+from core.text import TextError
+from core.text.fst import GrammarError
+from core.text.tokenizer import TokenizerError
 from core.text.v25 import V25TextFrontend
 from core.text.v25_vocab import VOCAB_FILE
 from core.w2vbert import SemanticEncoder
+
+if TYPE_CHECKING:
+    from core.qwen_emotion import QwenEmotion
+    from core.voice_cache import VoiceCache
 
 CODEC_FILE = "codec.pth"
 
@@ -58,15 +66,19 @@ class V25Paths:
     campplus: Path
     bigvgan: Path  # dir with config.json + bigvgan_generator.pt
     glossary: Path | None = None
+    qwen: Path | None = None  # QwenEmotion (emotion from text): the folder's, else the 2.0 folder's it sits in
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> V25Paths:
-        """The upstream layout: the 2.5 files in the folder, the shared helper models where 2.0 keeps them."""
-        from core.models import MANIFEST, resolve
+        """The upstream layout: the 2.5 files in the folder, the shared helper models in the folder, else in the
+        2.0 folder it sits in (core.models.version_dir), else the HF cache."""
+        from core.models import V25_SHARED, shared_file
 
         folder = Path(model_dir)
         cfg = load_config(folder / "config.yaml")
-        shared = {m.local: resolve(folder, m) for m in MANIFEST if m.local.startswith("hf_cache/")}
+        shared = {m.local: shared_file(folder, m) for m in V25_SHARED}
+        qwen_name = cfg.qwen_emo_path.strip().rstrip("/")
+        qwen = next((d / qwen_name for d in (folder, folder.parent) if (d / qwen_name / "config.json").is_file()), None)
         glossary = folder / "glossary.yaml"
         return cls(
             config=cfg.path, gpt=folder / cfg.gpt_checkpoint, codec=folder / CODEC_FILE,
@@ -75,8 +87,36 @@ class V25Paths:
             w2v_bert=shared["hf_cache/w2v-bert-2.0/model.safetensors"].parent,
             campplus=shared["hf_cache/campplus_cn_common.bin"],
             bigvgan=shared["hf_cache/bigvgan/bigvgan_generator.pt"].parent,
-            glossary=glossary if glossary.is_file() else None,
+            glossary=glossary if glossary.is_file() else None, qwen=qwen,
         )
+
+    def fingerprint(self) -> str:
+        from core.pipeline import files_fingerprint
+
+        return "v25-" + files_fingerprint((self.config, self.gpt, self.codec, self.s2mel, self.vocab, self.w2v_stats,
+                                           self.campplus), self.w2v_bert)
+
+
+def resolve_v25_paths(model_dir: str | Path) -> V25Paths:
+    """The files of an IndexTTS-2.5 folder, or an EngineError naming the first missing one and the fix."""
+    from core.models import V25_MANIFEST
+
+    folder = Path(model_dir)
+    fix = "Run 'python main.py models download --model 2.5' or choose the IndexTTS-2.5 folder."
+    for item in V25_MANIFEST:
+        if not (folder / item.local).is_file():
+            raise EngineError(f"The IndexTTS-2.5 model folder {folder} has no {item.local} ({item.what}). {fix}")
+    try:
+        paths = V25Paths.from_model_dir(folder)
+    except ConfigError as exc:
+        raise EngineError(str(exc)) from exc
+    helpers = {"w2v-BERT 2.0 weights": (paths.w2v_bert or folder) / "model.safetensors",
+               "CAMPPlus speaker encoder": paths.campplus, "BigVGAN vocoder": paths.bigvgan / "bigvgan_generator.pt"}
+    for what, path in helpers.items():
+        if not path.is_file():
+            raise EngineError(f"IndexTTS-2.5 needs the {what} ({path.name}), found neither in {folder} nor in the "
+                              f"IndexTTS-2 folder it sits in. {fix}")
+    return paths
 
 
 @dataclass
@@ -94,6 +134,23 @@ class V25Pipeline:
     emotions: EmotionMatrices
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     version: str = "2.5"
+    fp16: bool = False  # 2.5 runs in float32 (settings.fast still speeds up the diffusion)
+    paths: V25Paths | None = None
+    fingerprint: str = "v25-unsaved"
+    qwen: QwenEmotion | None = None  # loaded on first use (emotion from text)
+    voices: VoiceCache | None = None  # set by the engine that adopts the pipeline
+
+    @property
+    def limits(self) -> ModelLimits:
+        return self.cfg.limits().as_v25()
+
+    def qwen_model(self) -> QwenEmotion:
+        """The QwenEmotion model next to the 2.5 files (loaded on first use)."""
+        if self.qwen is None:
+            from core.pipeline import load_qwen
+
+            self.qwen = load_qwen(self.paths.qwen if self.paths else None, self.device)
+        return self.qwen
 
     @classmethod
     def load(cls, paths: V25Paths, device: str | torch.device = "cpu") -> V25Pipeline:
@@ -112,9 +169,13 @@ class V25Pipeline:
             s2mel = S2MelV25.from_checkpoint(paths.s2mel, cfg.require("s2mel"), device=dev)
             vocoder = BigVGAN.from_pretrained(paths.bigvgan, device=dev).eval()
             emotions = EmotionMatrices.load(paths.feat1, paths.feat2, cfg.emo_num)
-        except (CheckpointError, ConfigError, ValueError) as exc:
+        except (CheckpointError, ConfigError, ValueError, TextError, GrammarError, TokenizerError) as exc:
             raise EngineError(str(exc)) from exc
-        return cls(cfg, text, semantic, codec, campplus, gpt, s2mel, vocoder, emotions, device=dev)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise EngineError(f"The GPU ran out of memory while loading IndexTTS-2.5 ({dev}). Close other GPU "
+                              "programs, or choose the CPU in Settings.") from exc
+        return cls(cfg, text, semantic, codec, campplus, gpt, s2mel, vocoder, emotions, device=dev, paths=paths,
+                   fingerprint=paths.fingerprint())
 
 
 @dataclass(frozen=True)
