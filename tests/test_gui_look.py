@@ -95,6 +95,14 @@ def unreachable(s: Studio) -> list[str]:
     return problems
 
 
+def assert_reachable(s: Studio, both_tabs: bool = False) -> None:
+    """Every control reachable now (and, with ``both_tabs``, also on the Projects tab)."""
+    assert (problems := unreachable(s)) == [], "\n".join(problems)
+    if both_tabs:
+        s.app.projects.notebook.select(s.app.projects.page)
+        assert (problems := unreachable(s)) == [], "\n".join(problems)
+
+
 def _everything_open(s: Studio) -> None:
     """The most controls the studio can show at once: emotion sliders, advanced settings."""
     s.app.emotion_panel.mode.set("vector")
@@ -112,12 +120,10 @@ def test_fits_a_1280x720_screen(laptop, audio_server, tmp_path):
             root.winfo_reqwidth(), root.winfo_reqheight())
         assert root.winfo_width() <= 1280 and root.winfo_height() <= 720
         assert root.winfo_rootx() >= 0 and root.winfo_rooty() >= 0
-        assert (problems := unreachable(s)) == [], "\n".join(problems)
+        assert_reachable(s)
         assert not s.app.right_scroll.scrolls  # the default studio needs no scrolling at all
         _everything_open(s)
-        assert (problems := unreachable(s)) == [], "\n".join(problems)
-        s.app.projects.notebook.select(s.app.projects.page)
-        assert (problems := unreachable(s)) == [], "\n".join(problems)
+        assert_reachable(s, both_tabs=True)
     finally:
         close_studio(s)
 
@@ -133,9 +139,7 @@ def test_minimum_size_on_a_1024x640_screen(small_screen, audio_server, tmp_path)
         assert (root.winfo_width(), root.winfo_height()) == (width, height)
         _everything_open(s)
         assert s.app.right_scroll.scrolls  # the right column does not fit: it scrolls instead of being cut
-        assert (problems := unreachable(s)) == [], "\n".join(problems)
-        s.app.projects.notebook.select(s.app.projects.page)
-        assert (problems := unreachable(s)) == [], "\n".join(problems)
+        assert_reachable(s, both_tabs=True)
     finally:
         close_studio(s)
 
