@@ -176,7 +176,7 @@ class StudioApp:
         enable_drop(self.projects.page, lambda paths: self.projects.import_file(paths[0]) if paths else None)
         window_mod.place(root, self.settings.window if persist else "")
         if persist and self.settings.sash > 0:
-            root.after_idle(lambda: self.panes.sashpos(0, self.settings.sash))
+            window_mod.restore_sash(self.panes, self.settings.sash)
         self.restore_state()
         self.use_dictionary()
         root.after(SYSTEM_THEME_POLL_MS, self._follow_system_theme)

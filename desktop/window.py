@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import tkinter as tk
 from dataclasses import dataclass
+from tkinter import ttk
 
 DEFAULT_SIZE = (1240, 700)  # fits 1280×720 with the window frame and a task bar
 MIN_SIZE = (1000, 620)  # at most 1024×640: every control still reachable (the right column scrolls)
@@ -59,3 +60,18 @@ def current(root: tk.Tk) -> str:
     if root.state() != "normal":
         return ""
     return str(Geometry(root.winfo_width(), root.winfo_height(), root.winfo_x(), root.winfo_y()))
+
+
+def restore_sash(panes: ttk.PanedWindow, position: int) -> None:
+    """Put the first divider of ``panes`` at ``position`` once the panes have their real width (a remembered
+    position larger than the window is left alone)."""
+    bound: list[str] = []
+
+    def apply(event: tk.Event) -> None:
+        if event.width <= 1:
+            return
+        if position < event.width:
+            panes.sashpos(0, position)
+        panes.unbind("<Configure>", bound[0])
+
+    bound.append(panes.bind("<Configure>", apply, add="+"))

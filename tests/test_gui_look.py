@@ -149,11 +149,15 @@ def test_window_size_is_remembered_but_never_larger_than_the_screen(laptop, audi
     s = make_studio(home, screen=laptop)
     s.root.geometry("1100x650+40+30")
     pump(s.root, 0.2)
+    s.app.panes.sashpos(0, 520)  # the divider between the text and the controls, dragged
+    pump(s.root, 0.1)
+    sash = int(s.app.panes.sashpos(0))
     close_studio(s)
     s = make_studio(home, screen=laptop)
     try:
         pump(s.root, 0.2)
         assert (s.root.winfo_width(), s.root.winfo_height()) == (1100, 650)
+        assert int(s.app.panes.sashpos(0)) == sash and 500 <= sash <= 520
         s.app.settings = replace(s.app.settings, window="2400x1500+900+700")
         s.app._save_settings()
     finally:
