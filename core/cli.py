@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emo-text", help="describe the emotion in words ('' = use the text itself)")
     s.add_argument("--emo-random", action="store_true", help="with --emo-vector: pick speaker-matrix rows at random")
     s.add_argument("--model-dir", help="model folder")
+    s.add_argument("--model", choices=("2.0", "2.5"), help="IndexTTS version: 2.0 in the model folder, 2.5 in its "
+                   "IndexTTS-2.5 subfolder (default: the model folder's own, told by its files)")
     s.add_argument("--cache-dir", help="voice cache folder (default: the user cache folder)")
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu or mps")
     precision = s.add_mutually_exclusive_group()
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="check or download the model files")
     m.add_argument("action", choices=("check", "download"))
     m.add_argument("--dir", help="model folder")
+    m.add_argument("--model", choices=("2.0", "2.5"), default="2.0",
+                   help="which IndexTTS: 2.5 goes into the IndexTTS-2.5 subfolder and shares 2.0's helper models")
     m.add_argument("--source", choices=("hf", "modelscope"), default="hf")
     m.add_argument("--verify", action="store_true", help="check: also compare SHA-256 of every file with a known hash")
     m.add_argument("--no-qwen", action="store_true", help="skip the optional emotion-from-text model")
@@ -168,16 +172,19 @@ def _log_internal_error(exc: BaseException, argv: list[str]) -> Path:
 def _models(a: argparse.Namespace) -> int:
     from . import models
 
-    model_dir = models.locate_model_dir(a.dir)
+    parts = models.version_parts(models.locate_model_dir(a.dir), a.model)
+    model_dir = parts[-1][0]
+    download = f"python main.py models download{' --model 2.5' if a.model == '2.5' else ''}"
     if a.action == "check":
-        statuses = models.check(model_dir, verify=a.verify)
+        statuses = [st for folder, manifest in parts
+                    for st in models.check(folder, verify=a.verify, manifest=manifest)]
         bad = models.problems(statuses)
         if not a.quiet:
             print(f"Model folder: {model_dir}")
             for st in statuses:
                 print("  " + models.describe(st))
             print("All required model files are present." if not bad else
-                  f"{len(bad)} required file(s) missing or damaged: run 'python main.py models download'.")
+                  f"{len(bad)} required file(s) missing or damaged: run '{download}'.")
         return 0 if not bad else 1
     bar = _Bar(quiet=a.quiet)
     totals: dict[str, tuple[int, int | None]] = {}
@@ -191,9 +198,11 @@ def _models(a: argparse.Namespace) -> int:
         if not a.quiet:
             sys.stderr.write(f"\n[{i + 1}/{n}] {item.local} ({item.what})\n")
 
+    statuses = []
     try:
-        statuses = models.download(model_dir, source=a.source, include_optional=not a.no_qwen, on_bytes=on_bytes,
-                                   on_file=on_file)
+        for folder, manifest in parts:
+            statuses += models.download(folder, source=a.source, include_optional=not a.no_qwen, on_bytes=on_bytes,
+                                        on_file=on_file, manifest=manifest)
     except models.ModelSetupError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -250,19 +259,52 @@ def _jobs(a: argparse.Namespace, settings: GenerationSettings) -> list[tuple[Syn
 def _limits(model_dir: Path) -> ModelLimits | None:
     """The model's limits from its config.yaml (torch-free), None when it cannot be read (the load says why)."""
     from .config import ConfigError, load_config
+    from .models import is_v25_dir
 
     try:
-        return load_config(model_dir / "config.yaml").limits()
+        limits = load_config(model_dir / "config.yaml").limits()
     except (ConfigError, OSError):
         return None
+    return limits.as_v25() if is_v25_dir(model_dir) else limits
+
+
+def _synth_model_dir(a: argparse.Namespace) -> Path:
+    """The folder of the version ``--model`` names (default: the model folder's own), or a one-line EngineError."""
+    from . import models
+
+    base = models.locate_model_dir(a.model_dir)
+    if a.model is None:
+        return base
+    folder = models.version_dir(base, a.model)
+    if a.model == "2.0" and models.is_v25_dir(folder):
+        raise EngineError(f"{folder} holds IndexTTS-2.5, not 2.0: pass --model 2.5 or the IndexTTS-2 model folder.")
+    if a.model == "2.5" and not models.is_v25_dir(folder):
+        raise EngineError(f"IndexTTS-2.5 is not installed in {folder} (no codec.pth): run 'python main.py models "
+                          "download --model 2.5' or pass its folder with --model-dir.")
+    return folder
+
+
+def _language_tokens(jobs: list[tuple[SynthesisRequest, Path, bool, str]]) -> list[tuple[SynthesisRequest, Path, bool,
+                                                                                         str]]:
+    """IndexTTS-2.5 without --max-text-tokens: each job's tokens per segment by its language (upstream #775) unless
+    its batch line sets another number than the default."""
+    from .text.v25 import default_segment_tokens, guess_language
+
+    out = []
+    for request, path, overwrite, where in jobs:
+        if request.settings.max_text_tokens_per_segment == GenerationSettings.max_text_tokens_per_segment:
+            lang = request.settings.lang or guess_language(request.text)
+            request = request.with_settings(max_text_tokens_per_segment=default_segment_tokens(lang))
+        out.append((request, path, overwrite, where))
+    return out
 
 
 def _synth(a: argparse.Namespace) -> int:
-    from . import models
-
-    model_dir = models.locate_model_dir(a.model_dir)
+    model_dir = _synth_model_dir(a)
     limits = _limits(model_dir)
     jobs = _jobs(a, _settings(a))
+    if limits is not None and limits.version == "2.5" and a.max_text_tokens is None:
+        jobs = _language_tokens(jobs)
     for request, out, overwrite, where in jobs:  # every job is checked before the models load
         try:
             request.validate(limits)

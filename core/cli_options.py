@@ -63,11 +63,17 @@ def _add_generation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-beams", type=int, default=d.num_beams)
     g.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
     g.add_argument("--max-mel-tokens", type=int, default=d.max_mel_tokens)
-    g.add_argument("--max-text-tokens", type=int, default=d.max_text_tokens_per_segment)
+    g.add_argument("--max-text-tokens", type=int, default=None,
+                   help=f"text tokens per segment (default {d.max_text_tokens_per_segment}; IndexTTS-2.5: by language, "
+                        "en/es 60, ar 80, ja 100, zh 120)")
     g.add_argument("--silence-ms", type=int, default=d.interval_silence_ms)
     g.add_argument("--diffusion-steps", type=int, default=d.diffusion_steps)
     g.add_argument("--cfg-rate", type=float, default=d.cfg_rate)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--lang", default=None, help="IndexTTS-2.5: zh, en, ja, es or ar (default: from the text's "
+                   "script; IndexTTS-2.0 ignores it)")
+    g.add_argument("--duration", type=float, default=d.duration_factor,
+                   help="IndexTTS-2.5: speech length factor 0.5-2.0 (default 1.0)")
     g.add_argument("--fast", action="store_true",
                    help="diffusion in reduced precision (bfloat16 on CPU, float16 on CUDA): faster, the sound differs "
                         "slightly from the exact default")
@@ -78,7 +84,8 @@ FLAGS = {
     "top_p": "--top-p", "top_k": "--top-k", "temperature": "--temperature", "num_beams": "--num-beams",
     "repetition_penalty": "--repetition-penalty", "max_mel_tokens": "--max-mel-tokens",
     "max_text_tokens_per_segment": "--max-text-tokens", "interval_silence_ms": "--silence-ms",
-    "diffusion_steps": "--diffusion-steps", "cfg_rate": "--cfg-rate", "seed": "--seed",
+    "diffusion_steps": "--diffusion-steps", "cfg_rate": "--cfg-rate", "seed": "--seed", "lang": "--lang",
+    "duration_factor": "--duration",
 }
 
 
@@ -92,7 +99,9 @@ def _settings(a: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(
         do_sample=not a.greedy, top_p=a.top_p, top_k=a.top_k, temperature=a.temperature,
         num_beams=1 if a.greedy else a.num_beams, repetition_penalty=a.repetition_penalty,
-        max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=a.max_text_tokens,
+        max_mel_tokens=a.max_mel_tokens, max_text_tokens_per_segment=(
+            GenerationSettings.max_text_tokens_per_segment if a.max_text_tokens is None else a.max_text_tokens),
         interval_silence_ms=a.silence_ms, diffusion_steps=a.diffusion_steps, cfg_rate=a.cfg_rate, seed=a.seed,
         fast=a.fast, stream=bool(getattr(a, "stream", False)),  # only synth has --stream
+        lang=a.lang, duration_factor=a.duration,
     )

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 MODEL_ID = "indextts2"
 # OpenAI's model names are accepted too, so clients with a fixed model list work unchanged: there is one model.
 MODEL_ALIASES = frozenset({MODEL_ID, "indextts-2", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
+# A model naming one IndexTTS version: served only while the app has that version loaded (one engine, one model).
+MODEL_VERSIONS = {"indextts-2.0": "2.0", "indextts-2.5": "2.5"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class SpeechBody(_Strict):
     stream_format: str | None = None
     emotion: EmotionBody | None = None
     seed: int | None = None
+    lang: str | None = None  # IndexTTS-2.5's language (settings.lang); None: from the input's script
+    duration_factor: float | None = None  # IndexTTS-2.5's speech length factor 0.5-2.0 (settings.duration_factor)
     settings: dict[str, Any] | None = None
 
 
@@ -123,6 +127,7 @@ class SpeechJob:
     request: SynthesisRequest
     format: str
     label: str
+    version: str | None = None  # the IndexTTS version the request's model names (None: whichever is loaded)
 
 
 def _emotion(body: SpeechBody, voices: VoiceCatalog) -> Emotion:
@@ -170,10 +175,12 @@ def _settings(body: SpeechBody) -> GenerationSettings:
     if unknown:
         names = ", ".join(f"settings.{k}" for k in unknown)
         raise ApiError(400, f"Unknown field(s): {names}.", param=f"settings.{unknown[0]}", code="unknown_field")
-    if body.seed is not None:
-        if given.get("seed") not in (None, body.seed):
-            raise ApiError(400, "seed and settings.seed differ; give one.", param="seed")
-        given["seed"] = body.seed
+    for name in ("seed", "lang", "duration_factor"):  # top-level fields, or the same inside settings
+        value = getattr(body, name)
+        if value is not None:
+            if given.get(name) not in (None, value):
+                raise ApiError(400, f"{name} and settings.{name} differ; give one.", param=name)
+            given[name] = value
     return GenerationSettings(**given)
 
 
@@ -192,8 +199,9 @@ def parse_speech(raw: bytes, voices: VoiceCatalog, limits: ServerLimits) -> Spee
     if len(body.input) > limits.max_input_chars:
         raise ApiError(413, f"The input is {len(body.input)} characters long; the limit is {limits.max_input_chars}. "
                             "Split the text into several requests.", param="input", code="input_too_long")
-    if body.model not in MODEL_ALIASES:
-        raise ApiError(404, f"Unknown model {body.model!r}; use {MODEL_ID!r}.", param="model", code="model_not_found")
+    if body.model not in MODEL_ALIASES and body.model not in MODEL_VERSIONS:
+        raise ApiError(404, f"Unknown model {body.model!r}; use {MODEL_ID!r} (the loaded model) or one of "
+                            f"{', '.join(MODEL_VERSIONS)}.", param="model", code="model_not_found")
     if body.response_format not in FORMATS:
         raise ApiError(400, f"Unsupported response_format {body.response_format!r}; use one of "
                             f"{', '.join(FORMATS)}.", param="response_format")
@@ -206,7 +214,7 @@ def parse_speech(raw: bytes, voices: VoiceCatalog, limits: ServerLimits) -> Spee
     request = SynthesisRequest(body.input, _voice(voices, body.voice, "voice"), _emotion(body, voices),
                                _settings(body))
     label = " ".join(body.input.split())[:48]
-    return SpeechJob(check_request(request), body.response_format, label)
+    return SpeechJob(check_request(request), body.response_format, label, MODEL_VERSIONS.get(body.model))
 
 
 def check_request(request: SynthesisRequest, limits: Any = None) -> SynthesisRequest:
@@ -220,7 +228,7 @@ def check_request(request: SynthesisRequest, limits: Any = None) -> SynthesisReq
 
 
 def _setting_error(exc: SettingError) -> ApiError:
-    param = "seed" if exc.setting == "seed" else f"settings.{exc.setting}"
+    param = exc.setting if exc.setting in ("seed", "lang", "duration_factor") else f"settings.{exc.setting}"
     return ApiError(400, f"Invalid {param} = {exc.value!r}: allowed {exc.allowed}.", param=param)
 
 
@@ -317,7 +325,12 @@ class SpeechService:
         if not self.engine.loaded:
             raise ApiError(503, "The models are not loaded yet; try again when the studio is ready.",
                            kind="server_error", code="model_not_loaded", headers={"Retry-After": "5"})
-        check_request(job.request, self.engine.limits)
+        limits = self.engine.limits
+        if job.version is not None and limits is not None and limits.version != job.version:
+            raise ApiError(404, f"Model indextts-{job.version} is not loaded: the app has {limits.label} loaded. "
+                                f"Use model {MODEL_ID!r}, or load IndexTTS-{job.version} in the app.", param="model",
+                           code="model_not_loaded")
+        check_request(job.request, limits)
         try:
             ticket = self.gate.submit("api", job.label, cancel=threading.Event())
         except QueueFull as exc:
