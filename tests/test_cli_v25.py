@@ -25,7 +25,8 @@ SETTINGS = dict(do_sample=False, num_beams=1, max_mel_tokens=8, diffusion_steps=
 
 def _side_by_side(root: Path, *, without: str = "") -> Path:
     """The tiny 2.0 folder with the tiny 2.5 files (not its helper models) in the IndexTTS-2.5 subfolder."""
-    for src_root, dst_root, skip in ((tiny_model_dir(), root, "\0"), (tiny_v25_model_dir(), root / V25_SUBDIR, "hf_cache/")):
+    parts = ((tiny_model_dir(), root, "\0"), (tiny_v25_model_dir(), root / V25_SUBDIR, "hf_cache/"))
+    for src_root, dst_root, skip in parts:
         for path in src_root.rglob("*"):
             rel = path.relative_to(src_root).as_posix()
             if path.is_file() and not rel.startswith(skip) and rel != without:
