@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import peak_rss_mib, real_config  # noqa: E402
+from common import Work, count_flops, floor_line, machine_rates, peak_rss_mib, real_config, weight_bytes  # noqa: E402
 
 from core.config import GPTConfig  # noqa: E402
 from core.gpt import DecodeTrace, GenerationConfig, UnifiedVoice  # noqa: E402
@@ -70,6 +70,24 @@ def matmul_floor_ms(model: UnifiedVoice, rows: int, repeat: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
+def decode_step_work(model: UnifiedVoice, text: list[int], spk_latent: torch.Tensor, emovec: torch.Tensor,
+                     settings: GenerationConfig, prompt_rows: int) -> Work:
+    """FLOPs (counted: a whole decode minus a one-step decode, per step) and bytes of one mean decode step: every
+    transformer weight, the final norms and mel_head read once, plus the keys and values attended to."""
+    def run(tokens: int) -> int:
+        one = GenerationConfig(do_sample=settings.do_sample, num_beams=settings.num_beams, max_mel_tokens=tokens)
+        return count_flops(lambda: generate(model, text, spk_latent, emovec, one,
+                                            generator=torch.Generator().manual_seed(2)))[1]
+
+    steps = settings.max_mel_tokens - 1
+    flops = (run(settings.max_mel_tokens) - run(1)) / steps
+    cfg = model.cfg
+    mean_entries = prompt_rows + settings.num_beams * (1 + settings.max_mel_tokens) / 2
+    kv = 2 * cfg.layers * mean_entries * cfg.model_dim * model.dtype.itemsize
+    weights = weight_bytes(model.gpt) + weight_bytes(model.final_norm) + weight_bytes(model.mel_head)
+    return Work(flops, weights + kv)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -90,6 +108,7 @@ def main() -> None:
     emovec = torch.randn(1, REAL.model_dim, generator=g) * 0.1
     prompt_rows = REAL.condition_num_latent + 2 + args.text + 2 + 1
     print("load average before: %.1f %.1f %.1f" % os.getloadavg())
+    print(f"machine: {machine_rates()}")
 
     # warm-up (allocator, kernels)
     generate(model, text, spk_latent, emovec, GenerationConfig(num_beams=3, max_mel_tokens=4), generator=g)
@@ -115,7 +134,10 @@ def main() -> None:
             f"{1000 * statistics.median(steps[-q:]):.1f} ms); "
             f"total {total:.2f} s; peak RSS {peak_rss_mib():.0f} MB"
         )
-        print(f"  weight-matmul floor for {beams} row(s), measured around the run: {floor:.1f} ms/step")
+        print(f"  weight-matmul floor for {beams} row(s), measured around the run: {floor:.1f} ms/step "
+              f"(decode at {100 * floor * len(steps) / (1000 * decode):.0f} % of it)")
+        work = decode_step_work(model, text, spk_latent, emovec, settings, prompt_rows)
+        print("  " + floor_line(f"mean decode step, beams {beams}", decode / len(steps), work))
     print("load average after: %.1f %.1f %.1f" % os.getloadavg())
 
 
