@@ -457,6 +457,8 @@ class SynthesisResult:
         return len(self.audio) / self.sample_rate
 
 
+STREAM_BEAMS_WARNING = ("Streaming decodes with one beam (num beams {beams} ignored): the best of several beams is "
+                        "known only when the segment ends.")  # settings.stream with num_beams > 1 (torch-free here)
 NO_SPEECH = ("The model produced no speech for this text. Try again (sampling varies), rephrase the text, "
              "or use another voice clip.")
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .api import STREAM_BEAMS_WARNING as STREAM_BEAMS_WARNING  # re-exported: the engine's warning
 from .api import GenerationSettings
 from .s2mel.length_regulator import mel_frames_for_codes
 
@@ -56,9 +57,6 @@ if TYPE_CHECKING:
     from .gpt.model import GPT2Block, UnifiedVoice
     from .pipeline import Pipeline
     from .voice_cache import Voice
-
-STREAM_BEAMS_WARNING = ("Streaming decodes with one beam (num beams {beams} ignored): the best of several beams is "
-                        "known only when the segment ends.")
 
 
 @functools.lru_cache(maxsize=4096)

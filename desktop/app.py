@@ -20,16 +20,15 @@ from tkinter import ttk
 from typing import Any
 
 from core.api import (
+    AudioChunk,
     Cancelled,
     EngineError,
     EngineProtocol,
     GenerationSettings,
     Progress,
-    SegmentAudio,
     SettingError,
     SynthesisRequest,
     SynthesisResult,
-    silence_gap,
 )
 from core.device import DeviceChoice, probe
 from desktop import dialogs as dialogs_mod
@@ -239,6 +238,8 @@ class StudioApp:
             streaming=self.settings.streaming,
             save_format=self.settings.save_format,
             on_format=self._remember_format,
+            stream_inside=self.settings.stream_inside,
+            on_stream_change=self._stream_changed,
         )
         # Packed bottom up, the text box last: on a small screen it is the one that gets shorter.
         self.results.pack(fill="both", expand=True, side="bottom")
@@ -258,6 +259,7 @@ class StudioApp:
         self.emotion_panel.pack(fill="x", pady=(8, 0))
         self.advanced = AdvancedPanel(right, on_change=lambda: self.root.after_idle(self.text_panel.update_preview))
         self.advanced.pack(fill="x", pady=(8, 0))
+        self.advanced.note_one_beam(self.results.streams_inside)
         self.preset_bar = PresetBar(
             right,
             PresetStore(self.dirs.presets),
@@ -420,7 +422,7 @@ class StudioApp:
             check_clip(voice)
         except VoiceError as exc:
             raise UserError(f"The voice clip cannot be used. {exc}") from None
-        settings = self.advanced.get_settings()
+        settings = replace(self.advanced.get_settings(), stream=self.results.streams_inside)
         if settings.seed is None:
             settings = replace(settings, seed=random.randrange(2**31))  # recorded so that 'regenerate' is exact
         emotion = self.emotion_panel.to_emotion()
@@ -462,7 +464,7 @@ class StudioApp:
         return self.start_job(request)
 
     def start_job(self, request: Request) -> Job:
-        self.results.begin_stream(silence_gap(request.settings.interval_silence_ms))
+        self.results.begin_stream()
         engine, lock = self.engine, self._engine_lock  # the worker must not hold the window (Tk objects)
 
         def work(job: Job, post: Callable) -> SynthesisResult:
@@ -471,8 +473,8 @@ class StudioApp:
                 return engine.synthesize(
                     request.synthesis,
                     on_progress=lambda p: post("progress", p),
-                    on_segment=(lambda seg: post("segment", seg)) if request.stream else None,
                     cancel=job.cancel,
+                    on_chunk=(lambda chunk: post("chunk", chunk)) if request.stream else None,
                 )
 
         self.job_started = time.monotonic()
@@ -497,8 +499,8 @@ class StudioApp:
     def _job_message(self, kind: str, payload: object) -> None:
         if kind == "progress" and isinstance(payload, Progress):
             self._on_progress(payload)
-        elif kind == "segment" and isinstance(payload, SegmentAudio):
-            self.results.play_segment(payload)
+        elif kind == "chunk" and isinstance(payload, AudioChunk):
+            self.results.play_chunk(payload)
 
     def _tick_timing(self) -> None:
         if self.job is None:
@@ -656,11 +658,20 @@ class StudioApp:
             self.set_theme(new.theme)
         self.settings = new
         self.results.stream.set(new.streaming)
+        self.results.stream_inside.set(new.stream_inside)
         self.model_dir = Path(new.model_dir) if new.model_dir else self.model_dir
         self._save_settings()
         if reload and self.state is not AppState.GENERATING:
             self.device_override = None  # the user chose a device in Settings: it now wins over --device
             self.load_engine()
+
+    def _stream_changed(self, inside: bool) -> None:
+        """'Stream inside segments' (with 'Play while generating'): the beams field says one beam; remembered."""
+        self.advanced.note_one_beam(inside)
+        chosen = bool(self.results.stream_inside.get())
+        if chosen != self.settings.stream_inside:
+            self.settings = replace(self.settings, stream_inside=chosen)
+            self._save_settings()
 
     def _remember_format(self, fmt: str) -> None:
         self.settings = replace(self.settings, save_format=fmt)

@@ -2,7 +2,8 @@
 
 The player keeps the clip at the output device's native rate (resampled once with soxr), plays it
 from an explicit :class:`sounddevice.OutputStream` callback, and can be fed more audio while playing
-(streaming playback of segments as the engine produces them).
+(streaming playback of the engine's chunks as they arrive, or of a project's takes). Fed audio goes through one
+streaming resampler, so a clip fed in pieces plays exactly the samples the whole clip would.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Player:
         self._pos = 0
         self._stream: Any = None  # a sounddevice.OutputStream while playing
         self._open_ended = False  # True while a streaming synthesis may still append audio
+        self._resampler: Any = None  # soxr.ResampleStream for the fed pieces while open-ended (rates differ)
+        self._source: list[np.ndarray] = []  # the clip as given (load + append), at self._src_rate
         self.finished = threading.Event()
 
     # --- content -------------------------------------------------------------------------------------------
@@ -56,20 +59,50 @@ class Player:
         self.stop()
         self._rate = int(self._prepare_device().samplerate)
         self._src_rate = sample_rate
+        self._source = [np.asarray(audio).reshape(-1)]
+        self._resampler = None
+        if open_ended and sample_rate != self._rate:
+            self._resampler = soxr.ResampleStream(sample_rate, self._rate, 1, dtype="float32", quality="HQ")
+            first = self._resampler.resample_chunk(to_float(audio))
+        else:
+            first = self._to_device_rate(audio, sample_rate)
         with self._lock:
-            self._buf = self._to_device_rate(audio, sample_rate)
+            self._buf = first
             self._pos = 0
             self._open_ended = open_ended
 
     def append(self, audio: np.ndarray, sample_rate: int, last: bool = False) -> None:
-        chunk = self._to_device_rate(audio, sample_rate)
+        """More of an open-ended clip; ``last``: nothing more comes. At the rate it was loaded with, the pieces go
+        through the clip's streaming resampler; a piece at another rate is resampled on its own."""
+        self._source.append(np.asarray(audio).reshape(-1))
+        if self._resampler is not None and sample_rate == self._src_rate:
+            chunk = self._resampler.resample_chunk(to_float(audio), last=last)
+            if last:
+                self._resampler = None
+        else:
+            chunk = np.concatenate([self._drain(), self._to_device_rate(audio, sample_rate)])
         with self._lock:
             self._buf = np.concatenate([self._buf, chunk])
             self._open_ended = not last
 
     def close_stream_input(self) -> None:
+        """Nothing more will be appended: the resampler's last samples are added, playback ends after them."""
+        tail = self._drain()
         with self._lock:
+            self._buf = np.concatenate([self._buf, tail])
             self._open_ended = False
+
+    def _drain(self) -> np.ndarray:
+        """The samples the streaming resampler still holds (it is done with)."""
+        resampler, self._resampler = self._resampler, None
+        if resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True), dtype=np.float32)
+
+    @property
+    def source(self) -> np.ndarray:
+        """The clip as it was given (loaded and appended), at its own rate: what the speaker is playing."""
+        return np.concatenate(self._source) if self._source else np.zeros(0, dtype=np.int16)
 
     # --- transport -----------------------------------------------------------------------------------------
     @property

@@ -115,7 +115,8 @@ class AppSettings:
     output_dir: str = ""
     input_device: str = ""  # sounddevice name; "" = system default
     output_device: str = ""
-    streaming: bool = False
+    streaming: bool = False  # play while generating
+    stream_inside: bool = False  # ... streamed inside segments (GenerationSettings.stream: one beam)
     countdown: int = 3  # seconds before recording starts
     theme: str = "system"  # desktop.theme.THEME_MODES: system (follow the OS), light or dark
     save_format: str = "wav"  # the format the last result was saved in (core.audio_formats.FILE_FORMATS)

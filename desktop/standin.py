@@ -21,6 +21,7 @@ from core.api import (
     EMOTION_NAMES,
     NO_SPEECH,
     SAMPLE_RATE,
+    STREAM_BEAMS_WARNING,
     Cancelled,
     ChunkCallback,
     ChunkFeed,
@@ -46,6 +47,12 @@ _CLAUSE_END = re.compile(r"(?<=[,\uff0c\u3001:\uff1a])\s*")
 _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]+")
 # Pitch multipliers per emotion (happy higher, sad lower ...), only to make the stand-in audibly react.
 _EMOTION_PITCH = dict(zip(EMOTION_NAMES, (1.25, 1.15, 0.85, 1.1, 0.95, 0.8, 1.3, 0.9), strict=True))
+
+
+def beams_warning(request: SynthesisRequest) -> list[str]:
+    """The engine's warning when ``settings.stream`` decodes with one beam instead of ``num_beams``."""
+    s = request.settings
+    return [STREAM_BEAMS_WARNING.format(beams=s.num_beams)] if s.stream and s.num_beams > 1 else []
 
 
 def count_tokens(text: str) -> int:
@@ -221,6 +228,9 @@ class StandInEngine:
         texts: list[str] = []
         feed = ChunkFeed(on_chunk, len(segments), silence_gap(settings.interval_silence_ms))
         for index, segment in enumerate(segments):
+            audio = self._render(segment, voice, emotion, rng)
+            # settings.stream: a piece of the segment after each step, as the engine renders chunks while decoding
+            parts = np.array_split(audio, len(steps)) if settings.stream else [audio]
             for k, stage in enumerate(steps):
                 fraction = (index + k / len(steps)) / len(segments)
                 report(
@@ -229,12 +239,14 @@ class StandInEngine:
                     )
                 )
                 self._wait(self.step_seconds, cancel)
-            audio = self._render(segment, voice, emotion, rng)
+                if settings.stream:
+                    feed.put(index, parts[k], last=k == len(steps) - 1)
             pieces.append(audio)
             texts.append(segment)
             if on_segment is not None:
                 on_segment(SegmentAudio(index=index, count=len(segments), audio=audio, text=segment))
-            feed.put(index, audio, last=True)
+            if not settings.stream:
+                feed.put(index, audio, last=True)
         if not pieces:
             raise EngineError(NO_SPEECH)
         report(Progress(stage="Done", fraction=1.0, segment=len(segments), segments=len(segments)))
@@ -242,5 +254,5 @@ class StandInEngine:
             audio=join_segments(pieces, settings.interval_silence_ms),
             timings={"total": time.perf_counter() - start},
             segments=texts,
-            warnings=self.warnings_for(request, segments),
+            warnings=beams_warning(request) + self.warnings_for(request, segments),
         )

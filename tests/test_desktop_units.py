@@ -19,6 +19,7 @@ from gui_helpers import silent_engine, wait_until, write_tone
 from core.api import (
     EMO_BIAS,
     NO_SPEECH,
+    STREAM_BEAMS_WARNING,
     Cancelled,
     Emotion,
     EngineError,
@@ -135,6 +136,27 @@ def test_standin_progress_audio_and_seed(engine, tmp_path):
     other_settings = GenerationSettings(seed=8, interval_silence_ms=100)
     other = engine.synthesize(say("One two. Three.", voice, settings=other_settings))
     assert not np.array_equal(result.audio, other.audio)
+
+
+def test_standin_streams_inside_segments_as_the_engine_does(engine, tmp_path):
+    """settings.stream: several chunks per segment, together exactly the result (silences included), the same audio
+    as without it, and the engine's one-beam warning; without it one chunk per segment."""
+    voice = write_tone(tmp_path / "v.wav")
+    plain_settings = GenerationSettings(seed=3, interval_silence_ms=100)
+    plain_chunks: list = []
+    plain = engine.synthesize(say("One two. Three.", voice, settings=plain_settings), on_chunk=plain_chunks.append)
+    assert [(c.segment, c.index, c.last) for c in plain_chunks] == [(0, 0, True), (1, 0, True)] and not plain.warnings
+    chunks: list = []
+    streamed = engine.synthesize(say("One two. Three.", voice, settings=GenerationSettings(
+        seed=3, interval_silence_ms=100, stream=True)), on_chunk=chunks.append)
+    assert [(c.segment, c.index) for c in chunks] == [(s, i) for s in (0, 1) for i in range(4)]
+    assert [c.last for c in chunks] == [False, False, False, True] * 2
+    assert np.array_equal(np.concatenate([c.audio for c in chunks]), streamed.audio)
+    assert [c.offset for c in chunks] == list(np.cumsum([0] + [len(c.audio) for c in chunks[:-1]]))
+    assert np.array_equal(streamed.audio, plain.audio)
+    assert streamed.warnings == [STREAM_BEAMS_WARNING.format(beams=3)]
+    one_beam = engine.synthesize(say("One.", voice, settings=GenerationSettings(stream=True, num_beams=1)))
+    assert one_beam.warnings == []
 
 
 def test_standin_honours_cancel_within_a_tenth_of_a_second(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -127,9 +128,91 @@ def test_streaming_playback_starts_before_synthesis_ends(display, audio_server, 
         assert len(result.audio) == 3 * seg_len + 2 * gap
         assert not result.audio[seg_len : seg_len + gap].any()
         assert app.results.player.duration == pytest.approx(result.duration, abs=0.01)
+        assert np.array_equal(app.results.player.source, result.audio)  # the chunks played are the result
         app.results.stop()
     finally:
         close_studio(studio)
+
+
+def _record_order(app) -> list[tuple]:
+    """Events in the order the window saw them: each chunk (and whether the speaker was playing after it), the end."""
+    events: list[tuple] = []
+    play_chunk, job_done = app.results.play_chunk, app._job_done
+
+    def chunk(c):
+        play_chunk(c)
+        events.append(("chunk", c.segment, c.index, c.offset, len(c.audio), app.results.player.playing))
+
+    def done(request, result):
+        events.append(("done",))
+        job_done(request, result)
+
+    app.results.play_chunk, app._job_done = chunk, done
+    return events
+
+
+def test_stream_inside_a_segment_plays_the_first_chunk_before_the_job_ends(display, audio_server, tmp_path):
+    """One segment, 'Stream inside segments': playback starts on its first chunk while the engine still works on
+    the rest; the samples played are exactly the result; the Beams field says one beam, the status the engine's
+    warning; the choice is remembered in settings.json and comes back with the next window."""
+    import soxr
+
+    from core.api import STREAM_BEAMS_WARNING
+
+    studio = make_studio(tmp_path / "home", engine=StandInEngine(step_seconds=0.1))
+    app, root = studio.app, studio.root
+    beams = app.advanced.entries["num_beams"]
+    try:
+        assert not beams.instate(["disabled"]) and not app.advanced.beams_note.winfo_manager()
+        assert app.results.stream_inside_button.instate(["disabled"])  # only with 'Play while generating'
+        app.results.stream.set(True)
+        app.results.stream_inside.set(True)
+        assert app.results.streams_inside and beams.instate(["disabled"])
+        note = app.advanced.beams_note
+        assert note.winfo_manager() == "grid" and note.cget("text") == "1 while streaming inside segments"
+        events = _record_order(app)
+        app.text_panel.set_text("Only one sentence here, spoken in pieces")
+        app.voice_panel.set_clip(studio.voice)
+        mic = Recorder()
+        mic.start()
+        try:
+            studio.generate_and_wait()
+            wait_until(root, lambda: not app.results.player.playing, timeout=10)
+        finally:
+            heard, _ = mic.stop()
+        entry = app.results.history[-1]
+        result = entry.result
+        assert entry.request.settings.stream is True and app.engine.calls[-1]["settings"]["stream"] is True
+        assert len(result.segments) == 1
+        chunks = [e for e in events if e[0] == "chunk"]
+        assert len(chunks) == 4 and [c[2] for c in chunks] == [0, 1, 2, 3]  # four pieces of segment 0
+        assert events.index(("done",)) == len(chunks)  # every chunk came before the job ended ...
+        assert chunks[0][5] is True  # ... and the speaker was playing from the first one on
+        assert [c[3] for c in chunks] == list(np.cumsum([0] + [c[4] for c in chunks[:-1]]))
+        player = app.results.player
+        assert np.array_equal(player.source, result.audio)  # the samples played are exactly the result
+        whole = soxr.resample(result.audio.astype(np.float32) / 32768.0, 22050, player._rate, quality="HQ")
+        assert len(player._buf) == len(whole) and np.abs(player._buf - whole).max() < 1e-5  # no seams from chunking
+        assert float(np.sqrt(np.mean(heard**2))) > 0.02  # it really came out of the speaker
+        assert app.status.get().endswith(STREAM_BEAMS_WARNING.format(beams=3))
+        assert app.results._player_entry is entry  # Play after the stream replays the result without reloading
+        assert json.loads((studio.home / "config" / "settings.json").read_text())["stream_inside"] is True
+
+        app.results.stream_inside.set(False)  # off again: beams as typed, no note, whole segments
+        assert not beams.instate(["disabled"]) and not app.advanced.beams_note.winfo_manager()
+        studio.generate_and_wait()
+        assert app.engine.calls[-1]["settings"]["stream"] is False
+        assert json.loads((studio.home / "config" / "settings.json").read_text())["stream_inside"] is False
+        app.results.stream_inside.set(True)
+    finally:
+        close_studio(studio)
+    again = make_studio(tmp_path / "home")
+    try:
+        assert again.app.results.stream_inside.get() is True and again.app.advanced.entries["num_beams"].instate(
+            ["disabled"]
+        )
+    finally:
+        close_studio(again)
 
 
 @pytest.fixture

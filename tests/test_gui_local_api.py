@@ -112,6 +112,22 @@ def test_start_from_the_menu_speak_with_the_openai_client_and_stop(studio: Studi
     assert json.loads((app.dirs.config / "settings.json").read_text())["local_api"] is False
 
 
+def test_the_studios_stream_switches_do_not_reach_api_jobs(studio: Studio):
+    """'Play while generating' + 'Stream inside segments' are the studio's: an API job streams inside its segments
+    only when its own request says ``stream``."""
+    s, app = studio, studio.app
+    app.results.stream.set(True)
+    app.results.stream_inside.set(True)
+    start_from_menu(s)
+    client = client_for(s)
+    plain = sf.read(io.BytesIO(speak(client, "Whole segments.")), dtype="int16")[0]
+    assert app.engine.calls[-1]["settings"]["stream"] is False and app.engine.calls[-1]["settings"]["num_beams"] == 3
+    streamed = sf.read(io.BytesIO(speak(client, "Pieces of segments.", settings={"stream": True})), dtype="int16")[0]
+    assert app.engine.calls[-1]["settings"]["stream"] is True
+    assert len(plain) > 2000 and len(streamed) > 2000
+    assert app.results.streams_inside  # the studio's switches are as the user left them
+
+
 def test_rotating_the_key_refuses_the_old_one(studio: Studio):
     s, app = studio, studio.app
     window = start_from_menu(s)

@@ -145,6 +145,22 @@ def test_import_and_render_with_progress_while_the_window_stays_responsive(studi
     assert view.report.rendered == 0 and view.report.current == 12
 
 
+def test_the_studios_stream_switches_leave_project_renders_as_they_were(studio: Studio, tmp_path: Path):
+    """'Stream inside segments' (one beam) is for the studio's playback: a project renders whole segments with the
+    beams typed in the Advanced panel."""
+    s, app = studio, studio.app
+    app.results.stream.set(True)
+    app.results.stream_inside.set(True)
+    view = import_script(s, tmp_path)
+    before = len(app.engine.calls)
+    render_all(s)
+    calls = app.engine.calls[before:]
+    assert len(calls) == len(view.project.lines) > 0
+    assert all(c["settings"]["stream"] is False and c["settings"]["num_beams"] == 3 for c in calls)
+    assert all(line.active_take is not None for line in view.project.lines)
+    assert not any("one beam" in w for w in s.dialogs.messages())
+
+
 def test_failed_lines_are_logged_with_their_error_and_the_rest_render(studio: Studio, tmp_path: Path):
     s = studio
     view = import_script(s, tmp_path)

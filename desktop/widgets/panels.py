@@ -305,12 +305,14 @@ class AdvancedPanel(ttk.Frame):
         self.toggle.pack(anchor="w")
         self.body = ttk.Frame(self, padding=(8, 4))
         self.vars: dict[str, tk.StringVar] = {}
+        self.entries: dict[str, ttk.Entry] = {}
         self.do_sample = tk.BooleanVar(self, value=True)
         self.fast = tk.BooleanVar(self, value=False)
         for row, (key, label, _) in enumerate(ADVANCED):
             ttk.Label(self.body, text=label).grid(row=row, column=0, sticky="w")
             var = tk.StringVar(self)
-            ttk.Entry(self.body, textvariable=var, width=10).grid(row=row, column=1, sticky="w", padx=6, pady=1)
+            self.entries[key] = ttk.Entry(self.body, textvariable=var, width=10)
+            self.entries[key].grid(row=row, column=1, sticky="w", padx=6, pady=1)
             self.vars[key] = var
             if on_change:
                 var.trace_add("write", lambda *a: on_change())
@@ -323,8 +325,19 @@ class AdvancedPanel(ttk.Frame):
         ttk.Button(self.body, text="Reset to defaults", command=self.reset).grid(
             row=len(ADVANCED) + 2, column=0, sticky="w", pady=(4, 0)
         )
+        # shown while 'Stream inside segments' is on (the result panel's switch): that decode uses one beam
+        self.beams_note = ttk.Label(self.body, text="1 while streaming inside segments", style="Muted.TLabel")
         self._extra: dict = {}
         self.reset()
+
+    def note_one_beam(self, on: bool) -> None:
+        """Streaming inside segments decodes with one beam: the Beams field is greyed out, with a note why."""
+        self.entries["num_beams"].state(["disabled"] if on else ["!disabled"])
+        if on:
+            row = int(self.entries["num_beams"].grid_info()["row"])
+            self.beams_note.grid(row=row, column=2, sticky="w")
+        else:
+            self.beams_note.grid_remove()
 
     def _show(self) -> None:
         if self.open.get():
@@ -342,9 +355,8 @@ class AdvancedPanel(ttk.Frame):
 
     def set_settings(self, data: dict) -> None:
         settings = GenerationSettings.from_dict(data)
-        self._extra = {
-            k: v for k, v in settings.to_dict().items() if k not in self.vars and k not in ("do_sample", "fast")
-        }
+        own = ("do_sample", "fast", "stream")  # stream: the result panel's switch decides it for every request
+        self._extra = {k: v for k, v in settings.to_dict().items() if k not in self.vars and k not in own}
         for key, var in self.vars.items():
             value = getattr(settings, key)
             var.set("" if value is None else str(value))

@@ -1,4 +1,5 @@
-"""The result panel: the waveform of the current result, playback with a cursor, streaming playback, saving as
+"""The result panel: the waveform of the current result, playback with a cursor, playback while generating (the
+engine's chunks as they arrive, optionally streamed inside segments), saving as
 WAV, FLAC, MP3 or Opus (:mod:`core.audio_formats`, the last choice remembered), and the history of this session's
 results.
 
@@ -21,7 +22,7 @@ from tkinter import ttk
 import numpy as np
 import soundfile as sf
 
-from core.api import SAMPLE_RATE, EngineError, SegmentAudio
+from core.api import SAMPLE_RATE, AudioChunk, EngineError
 from core.audio_formats import FILE_FORMATS, FORMATS, AudioWriter, format_for
 from desktop.audio import AudioUnavailable
 from desktop.dialogs import DialogFn
@@ -82,7 +83,7 @@ class ResultPanel(ttk.Frame):
     Collaborators: ``dialog`` (file dialogs), ``report_error`` (the window's error path), ``on_status`` (a line
     for the status bar), ``output_dir``/``output_device`` (read from the settings when used), ``on_regenerate``
     and ``on_preset`` (the History buttons, handed the entry), ``on_save`` (the Save button; default: the save
-    dialog).
+    dialog), ``on_stream_change`` (handed :attr:`streams_inside` whenever either streaming switch changes).
     """
 
     def __init__(
@@ -100,6 +101,8 @@ class ResultPanel(ttk.Frame):
         streaming: bool = False,
         save_format: str = "wav",
         on_format: Callable[[str], None] | None = None,
+        stream_inside: bool = False,
+        on_stream_change: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self._dialog = dialog
@@ -116,7 +119,6 @@ class ResultPanel(ttk.Frame):
         self._cursor_id: str | None = None
         self._streaming = False  # a streaming synthesis is running
         self._stream_started = False
-        self._stream_gap = np.zeros(0, dtype=np.int16)
 
         box = ttk.LabelFrame(self, text="Result", padding=6)
         box.pack(fill="x")
@@ -133,6 +135,15 @@ class ResultPanel(ttk.Frame):
         ttk.Checkbutton(transport, text="Play while generating", variable=self.stream).pack(
             side="left", padx=8
         )
+        # settings.stream: the first sound after the first chunk of a segment, not the whole segment (one beam)
+        self.stream_inside = tk.BooleanVar(self, value=stream_inside)
+        self.stream_inside_button = ttk.Checkbutton(
+            box, text="Stream inside segments (first sound sooner, one beam)", variable=self.stream_inside
+        )
+        self.stream_inside_button.pack(anchor="w", pady=(2, 0))
+        self._on_stream_change = on_stream_change or (lambda on: None)
+        for var in (self.stream, self.stream_inside):
+            var.trace_add("write", lambda *a: self._stream_changed())
         self.save_button = ttk.Button(transport, text="Save as\u2026", command=on_save or self.save_dialog)
         self.save_button.pack(side="right")
         self.history_panel = HistoryPanel(
@@ -142,6 +153,7 @@ class ResultPanel(ttk.Frame):
             on_preset=lambda i: on_preset(self.history[i]),
         )
         self.history_panel.pack(fill="both", expand=True, pady=(8, 0))
+        self._enable_inside()
 
     # --- entries ----------------------------------------------------------------------------------------------
     def add(self, entry: HistoryEntry) -> None:
@@ -245,27 +257,40 @@ class ResultPanel(ttk.Frame):
         self._cursor_id = self.after(50, tick)
 
     # --- streaming playback -----------------------------------------------------------------------------------
-    def begin_stream(self, gap: np.ndarray) -> None:
-        """A synthesis starts; if it streams, its segments come through :meth:`play_segment` with ``gap`` between."""
+    @property
+    def streams_inside(self) -> bool:
+        """Both switches on: the request sets ``settings.stream`` (streaming is only worth one beam when it plays)."""
+        return bool(self.stream.get()) and bool(self.stream_inside.get())
+
+    def _enable_inside(self) -> None:
+        self.stream_inside_button.state(["!disabled"] if self.stream.get() else ["disabled"])
+
+    def _stream_changed(self) -> None:
+        self._enable_inside()
+        self._on_stream_change(self.streams_inside)
+
+    def begin_stream(self) -> None:
+        """A synthesis starts; if it plays while generating, the engine's chunks come through :meth:`play_chunk`."""
         self.stop()
         self._streaming = bool(self.stream.get())
         self._stream_started = False
-        self._stream_gap = gap
 
-    def play_segment(self, seg: SegmentAudio) -> None:
+    def play_chunk(self, chunk: AudioChunk) -> None:
+        """The next piece of the result (silences included): the first one starts playback, the others follow."""
+        if not self._streaming:
+            return
         try:
             player = self._player()
             if not self._stream_started:
-                player.load(seg.audio, SAMPLE_RATE, open_ended=True)
+                player.load(chunk.audio, SAMPLE_RATE, open_ended=True)
                 self._player_entry = None
                 player.play()
                 self._stream_started = True
                 self._poll_cursor()
             else:
-                player.append(
-                    np.concatenate([self._stream_gap, seg.audio]), SAMPLE_RATE, last=seg.index + 1 >= seg.count
-                )
+                player.append(chunk.audio, SAMPLE_RATE, last=chunk.last and chunk.segment + 1 >= chunk.segments)
         except AudioUnavailable as exc:
+            self._streaming = False
             self.stream.set(False)
             self._on_status(str(exc))
             log.warning("streaming playback disabled: %s", exc)
@@ -273,11 +298,14 @@ class ResultPanel(ttk.Frame):
     def end_stream(self, completed: bool) -> None:
         """The synthesis ended: the streamed audio plays out (``completed``) or stops (failed, cancelled)."""
         self._streaming = False
-        if self._stream_started and self.player is not None:
+        player = self.player
+        if self._stream_started and player is not None:
             if completed:
-                self.player.close_stream_input()
+                player.close_stream_input()
+                if self.current is not None and np.array_equal(player.source, self.current.result.audio):
+                    self._player_entry = self.current  # it holds the result: Play, Pause and seek go on with it
             else:
-                self.player.stop()
+                player.stop()
         self._stream_started = False
 
     # --- saving -----------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class SettingsDialog(tk.Toplevel):
             "output_device": tk.StringVar(self, value=settings.output_device or DEFAULT),
             "countdown": tk.IntVar(self, value=settings.countdown),
             "streaming": tk.BooleanVar(self, value=settings.streaming),
+            "stream_inside": tk.BooleanVar(self, value=settings.stream_inside),
             "theme": tk.StringVar(self, value=THEME_LABELS.get(settings.theme, THEME_LABELS["system"])),
         }
         body = ttk.Frame(self, padding=12)
@@ -84,7 +85,11 @@ class SettingsDialog(tk.Toplevel):
         )
         r += 1
         ttk.Checkbutton(
-            body, text="Start playing the first segment as soon as it is ready", variable=self.vars["streaming"]
+            body, text="Play while generating (from the first audio ready)", variable=self.vars["streaming"]
+        ).grid(row=r, column=1, sticky="w", padx=6)
+        r += 1
+        ttk.Checkbutton(
+            body, text="Stream inside segments (first sound sooner, one beam)", variable=self.vars["stream_inside"]
         ).grid(row=r, column=1, sticky="w", padx=6)
         r += 1
         ttk.Label(body, text="Appearance").grid(row=r, column=0, sticky="w", pady=3)
