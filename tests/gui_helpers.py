@@ -22,13 +22,16 @@ import numpy as np
 import soundfile as sf
 
 _STARTED: dict[str, object] = {}
+_SCREENS: dict[str, subprocess.Popen] = {}  # size -> Xvfb of screen(), kept until the process exits
 
 
 def _stop_started() -> None:
-    proc = _STARTED.pop("xvfb", None)
-    if isinstance(proc, subprocess.Popen):
-        proc.terminate()
-        proc.wait(5)
+    procs = [_STARTED.pop("xvfb", None), *_SCREENS.values()]
+    _SCREENS.clear()
+    for proc in procs:
+        if isinstance(proc, subprocess.Popen):
+            proc.terminate()
+            proc.wait(5)
     env = _STARTED.pop("pulse_env", None)
     if env is not None:
         subprocess.run(["pulseaudio", "--kill"], env=env, check=False, capture_output=True)
@@ -57,6 +60,15 @@ def start_xvfb(size: str = "1280x900") -> tuple[subprocess.Popen, str]:
             time.sleep(0.025)
         proc.kill()
     raise AssertionError("could not start Xvfb")
+
+
+def screen(size: str) -> str:
+    """The X display of a private Xvfb screen of ``size`` (started once per test process, stopped at its exit:
+    Tk keeps its connection to every display it used, and a display gone under it ends the process)."""
+    if size not in _SCREENS:
+        _SCREENS[size], display = start_xvfb(size)
+        _SCREENS[size].display = display  # type: ignore[attr-defined]
+    return str(_SCREENS[size].display)  # type: ignore[attr-defined]
 
 
 def ensure_display() -> str:
@@ -207,6 +219,8 @@ def make_studio(home: Path, engine=None, screen: str | None = None, **kwargs) ->
 
     dialogs = FakeDialogs()
     root = tk.Tk(screenName=screen)
+    if screen is not None and os.environ.get("DISPLAY"):
+        os.putenv("DISPLAY", os.environ["DISPLAY"])  # Tk set the process's DISPLAY to ``screen``: later Tk() too
     root.geometry("1240x860+0+0")
     app = StudioApp(
         root,

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
-from gui_helpers import Studio, close_studio, make_studio, pump, simulate_drop, start_xvfb, write_tone
+from gui_helpers import Studio, close_studio, make_studio, pump, screen, simulate_drop, write_tone
 
 from core.api import SAMPLE_RATE
 from desktop.pronunciation import Entry, read_file
@@ -28,20 +28,14 @@ CONTROLS = {"TButton", "TScale", "TEntry", "TCombobox", "TCheckbutton", "TRadiob
             "Text", "Listbox", "Treeview"}
 
 
-@pytest.fixture(scope="module")
-def laptop() -> Iterator[str]:
-    proc, display = start_xvfb("1280x720")
-    yield display
-    proc.terminate()
-    proc.wait(5)
+@pytest.fixture(scope="session")
+def laptop() -> str:
+    return screen("1280x720")
 
 
-@pytest.fixture(scope="module")
-def small_screen() -> Iterator[str]:
-    proc, display = start_xvfb("1024x640")
-    yield display
-    proc.terminate()
-    proc.wait(5)
+@pytest.fixture(scope="session")
+def small_screen() -> str:
+    return screen("1024x640")
 
 
 def _walk(widget: tk.Misc) -> Iterator[tk.Misc]:
