@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import Work, count_flops, floor_line, machine_rates, weight_bytes  # noqa: E402
+
 from core.bigvgan import Activation1d, BigVGAN, BigVGANConfig  # noqa: E402
 
 REAL = dict(  # nvidia/bigvgan_v2_22khz_80band_256x config.json
@@ -104,6 +106,10 @@ def main() -> None:
     print(f"  {args.frames} frames = {audio_s:.2f} s of audio: {seconds:.2f} s "
           f"-> {per10:.2f} s per 10 s of audio, RTF {seconds / audio_s:.3f} (upstream reports ~1.4 s per 1 s)")
     print(f"  process CPU time {cpu:.2f} s ({cpu / seconds:.2f} cores busy on average)")
+    with torch.inference_mode():
+        flops = count_flops(lambda: model(mel))[1]
+    print(f"  machine: {machine_rates()}")
+    print("  " + floor_line(f"BigVGAN, {args.frames} frames", seconds, Work(flops, weight_bytes(model))))
     print(f"  peak RSS {rss_mb:.0f} MB")
 
     if args.compare:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from common import real_config_path  # noqa: E402
+from common import Work, count_flops, floor_line, machine_rates, real_config_path, weight_bytes  # noqa: E402
 
 from core.config import load_config  # noqa: E402
 from core.s2mel import S2Mel, mel_frames_for_codes  # noqa: E402
@@ -55,6 +55,18 @@ def plain_euler(est: DiT, mu, prompt, style, noise, steps: int, rate: float) -> 
     return x
 
 
+def cfm_work(model: S2Mel, mu: torch.Tensor, frames: int, ref_mel: torch.Tensor, style: torch.Tensor,
+             steps: int) -> Work:
+    """FLOPs of a ``steps``-step CFM (counted for 1 and 2 steps: the condition once plus a per-step part) and its
+    bytes (every estimator weight read once per step; activations not counted, so a lower bound)."""
+    def run(n: int) -> int:
+        return count_flops(lambda: model.cfm.inference(mu, frames, ref_mel, style, steps=n, cfg_rate=0.7))[1]
+
+    one, two = run(1), run(2)
+    per_step = two - one
+    return Work(one - per_step + steps * per_step, steps * weight_bytes(model.cfm.estimator))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None, help="IndexTTS-2 config.yaml (default: reference data)")
@@ -77,6 +89,7 @@ def main() -> None:
           f"wavenet {cfg.wavenet.hidden_dim} x {cfg.wavenet.num_layers}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.steps} steps")
 
+    print(f"machine: {machine_rates()}")
     tp = args.prompt_frames
     n_mels = cfg.DiT.in_channels
     sem_frames = round(tp * 50 * 256 / 22050)
@@ -108,6 +121,7 @@ def main() -> None:
               f"regulator+gpt_layer {t_lr:.3f} s, CFM {t_cfm:.2f} s "
               f"({t_cfm / args.steps:.3f} s/step; process CPU {c_cfm:.1f} s = {c_cfm / args.threads:.1f} s on "
               f"{args.threads} idle cores), {10 * (t_lr + t_cfm) / out_s:.1f} s per 10 s of output audio")
+        print("    " + floor_line("CFM", t_cfm, cfm_work(model, mu, frames, ref_mel, style, args.steps)))
         if args.plain:
             t0 = time.perf_counter()
             with torch.inference_mode():

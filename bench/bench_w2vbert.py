@@ -24,6 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import Work, count_flops, floor_line, machine_rates, weight_bytes  # noqa: E402
+
 from core.w2vbert import SemanticEncoder, W2VBert, W2VBertConfig  # noqa: E402
 
 # The sizes of the released facebook/w2v-bert-2.0 config.json (the file itself is not needed here).
@@ -117,6 +119,9 @@ def main() -> None:
     walls.sort()
     print(f"w2v-BERT semantic features, {args.seconds:g} s clip: best {walls[0]:.2f} s, "
           f"median {walls[len(walls) // 2]:.2f} s wall (a busy shared machine inflates these)")
+    print(f"machine: {machine_rates()}")
+    flops = count_flops(lambda: encoder.embed(feats, mask))[1]
+    print(floor_line("w2v-BERT (median run)", walls[len(walls) // 2], Work(flops, weight_bytes(encoder))))
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
 
