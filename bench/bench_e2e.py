@@ -14,6 +14,13 @@ real-time factor and the peak RSS (``resource.getrusage``).
     python bench/bench_e2e.py [--config data/config.yaml] [--codes 50] [--steps 25] [--ref-seconds 10]
                               [--threads 2] [--greedy]
     python bench/bench_e2e.py --codes 10 --steps 5 --ref-seconds 3      # a quick check
+    python bench/bench_e2e.py --model 2.5 [...]                          # IndexTTS-2.5 at its released sizes
+
+``--model 2.5`` builds IndexTTS-2.5 the same way (the 2.0 release's config with the 2.5 vocabulary's 60,509 text
+rows, CAMPPlus-conditioned GPT, EnhancedCodec at its released configuration, the real tiktoken vocabulary of the
+reference set) and decodes ``--codes / 2`` codes per segment: 2.5's codes are 25 Hz, so the audio has the same
+length as 2.0's for the same ``--codes``; its stages (codec decode instead of quantize + vq2emb, no GPT latent
+pass) are printed under their own names.
 """
 
 from __future__ import annotations
@@ -154,11 +161,66 @@ class StageClock:
         setattr(obj, method, timed)
 
 
+def build_v25_engine(cfg: IndexTTSConfig) -> tuple[Engine, dict[str, float]]:
+    """IndexTTS-2.5 at the released sizes (the 2.0 release's config, the 2.5 text rows), random weights."""
+    from dataclasses import replace
+
+    from reference import reference_root
+
+    from core.codec_v25 import RELEASED, EnhancedCodec
+    from core.pipeline_v25 import V25Pipeline
+    from core.s2mel.v25 import S2MelV25
+    from core.text.v25 import V25TextFrontend
+    from core.text.v25_vocab import VOCAB_FILE
+
+    built: dict[str, float] = {}
+
+    def timed(name: str, make: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = make()
+        built[name] = time.perf_counter() - t
+        return out
+
+    torch.manual_seed(0)
+    gpt_cfg = replace(cfg.require("gpt"), number_text_tokens=V25_TEXT_TOKENS)
+    campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
+    rows = sum(cfg.emo_num)
+    vocab = reference_root() / "v2_5" / "data" / VOCAB_FILE
+    pipeline = V25Pipeline(
+        cfg,
+        frontend=timed("text", lambda: V25TextFrontend(vocab, positions=gpt_cfg.max_text_tokens + 2)),
+        semantic=timed("w2v-BERT", random_w2v),
+        codec=timed("EnhancedCodec", lambda: EnhancedCodec(RELEASED).eval()),
+        campplus=campplus,
+        gpt=timed("GPT", lambda: random_gpt(gpt_cfg, campplus=True)),
+        s2mel=timed("s2mel", lambda: S2MelV25(cfg.require("s2mel")).eval()),
+        vocoder=timed("BigVGAN", random_bigvgan),
+        emotions=EmotionMatrices.from_tensors(
+            torch.randn(rows, campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
+        ),
+    )
+    return Engine(pipeline=pipeline), built
+
+
+V25_TEXT_TOKENS = 60509  # IndexTTS-2.5's number_text_tokens (its vocabulary and special tokens)
+
+
 def instrument(eng: Engine, sync: Callable[[], None] | None = None) -> StageClock:
     import core.gpt.generate as decode
 
     clock = StageClock(sync)
     p = eng.pipeline
+    if p.version == "2.5":
+        clock.wrap(p.semantic, "embed", "w2v-BERT (speaker + emotion)")
+        clock.wrap(p.campplus, "forward", "CAMPPlus")
+        clock.wrap(p.gpt, "campplus_latent", "GPT speaker conditioning")
+        clock.wrap(p.gpt, "merge_emovec", "GPT emotion conditioning")
+        clock.wrap(decode, "generate", "GPT decode")
+        clock.wrap(p.codec, "decode", "EnhancedCodec (decode)")
+        clock.wrap(p.s2mel.length_regulator, "forward", "length regulator")
+        clock.wrap(p.s2mel.cfm, "inference", "s2mel CFM (diffusion)")
+        clock.wrap(p.vocoder, "forward", "BigVGAN")
+        return clock
     clock.wrap(p.semantic, "embed", "w2v-BERT (speaker + emotion)")
     clock.wrap(p.codec, "quantize", "semantic codec (quantize)")
     clock.wrap(p.campplus, "forward", "CAMPPlus")
@@ -193,31 +255,38 @@ def main() -> None:
     parser.add_argument("--greedy", action="store_true", help="greedy, 1 beam (default: upstream sampling, 3 beams)")
     parser.add_argument("--max-text-tokens", type=int, default=120, help="text tokens per segment")
     parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--model", choices=("2.0", "2.5"), default="2.0",
+                        help="IndexTTS version (2.5: --codes / 2 codes per segment, the same audio length)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = args.config or default_config()
     cfg = load_config(config)
 
     t0 = time.perf_counter()
-    eng, built = build_engine(cfg, config.parent / cfg.bpe_model)
+    if args.model == "2.5":
+        eng, built = build_v25_engine(cfg)
+    else:
+        eng, built = build_engine(cfg, config.parent / cfg.bpe_model)
+    codes = args.codes // 2 if args.model == "2.5" else args.codes
     params = {
         name: sum(p.numel() for p in getattr(eng.pipeline, attr).parameters()) / 1e6
         for name, attr in (("w2v-BERT", "semantic"), ("codec", "codec"), ("CAMPPlus", "campplus"), ("GPT", "gpt"),
                            ("s2mel", "s2mel"), ("BigVGAN", "vocoder"))
     }
-    print(f"config {config}; torch {torch.__version__}, {args.threads} threads; load average "
+    print(f"IndexTTS-{args.model}; config {config}; torch {torch.__version__}, {args.threads} threads; load average "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"models built in {time.perf_counter() - t0:.1f} s ("
           + ", ".join(f"{k} {v:.1f} s" for k, v in built.items()) + "); M params: "
           + ", ".join(f"{k} {v:.0f}" for k, v in params.items()) + f"; RSS {peak_rss_mib():.0f} MiB")
 
-    segments = eng.split_text(args.text, args.max_text_tokens)
-    print(f"text: {len(segments)} segment(s) of at most {args.max_text_tokens} tokens; {args.codes} codes each "
+    segments = eng.split_text(args.text, args.max_text_tokens, "en" if args.model == "2.5" else None)
+    print(f"text: {len(segments)} segment(s) of at most {args.max_text_tokens} tokens; {codes} codes each "
           f"(stop token disabled); {args.steps} diffusion steps; "
           + ("greedy" if args.greedy else "upstream sampling, 3 beams"))
     settings = GenerationSettings(
-        max_mel_tokens=args.codes, diffusion_steps=args.steps, max_text_tokens_per_segment=args.max_text_tokens,
-        seed=0, **({"do_sample": False, "num_beams": 1} if args.greedy else {}),
+        max_mel_tokens=codes, diffusion_steps=args.steps, max_text_tokens_per_segment=args.max_text_tokens,
+        seed=0, lang="en" if args.model == "2.5" else None,
+        **({"do_sample": False, "num_beams": 1} if args.greedy else {}),
     )
     clock = instrument(eng)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,9 +30,10 @@ from core.gpt.generate import generate  # noqa: E402
 REAL = real_config().require("gpt")  # the released checkpoints/config.yaml
 
 
-def random_model(cfg: GPTConfig) -> UnifiedVoice:
+def random_model(cfg: GPTConfig, campplus: bool = False) -> UnifiedVoice:
+    """Random weights at ``cfg``'s size (``campplus``: IndexTTS-2.5's GPT), the stop token never chosen."""
     with torch.device("meta"):
-        model = UnifiedVoice(cfg)
+        model = UnifiedVoice(cfg, campplus=campplus)
     model = model.to_empty(device="cpu").eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
