@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_bigvgan import random_model as random_bigvgan
 from bench_gpt import random_model as random_gpt
 from bench_w2vbert import REAL_CONFIG as W2V_REAL
+from common import Work, count_flops, floor_line, machine_rates, weight_bytes
 
 from core.api import Emotion, GenerationSettings, SegmentAudio, SynthesisRequest
 from core.campplus import CAMPPlus, CAMPPlusConfig
@@ -205,10 +206,11 @@ def build_v25_engine(cfg: IndexTTSConfig) -> tuple[Engine, dict[str, float]]:
 V25_TEXT_TOKENS = 60509  # IndexTTS-2.5's number_text_tokens (its vocabulary and special tokens)
 
 
-def instrument(eng: Engine, sync: Callable[[], None] | None = None) -> StageClock:
+def instrument(eng: Engine, sync: Callable[[], None] | None = None, clock: Any = None) -> Any:
+    """Wrap every stage's method with ``clock`` (default: a new :class:`StageClock` with ``sync``)."""
     import core.gpt.generate as decode
 
-    clock = StageClock(sync)
+    clock = clock or StageClock(sync)
     p = eng.pipeline
     if p.version == "2.5":
         clock.wrap(p.semantic, "embed", "w2v-BERT (speaker + emotion)")
@@ -235,11 +237,78 @@ def instrument(eng: Engine, sync: Callable[[], None] | None = None) -> StageCloc
     return clock
 
 
-def write_clip(path: Path, seconds: float, sr: int = 24000) -> Path:
+class FlopClock:
+    """Wraps the same engine methods as :class:`StageClock` to count each stage's FLOPs (outermost wrapped call
+    only, so a stage inside another is not counted twice) and its calls."""
+
+    def __init__(self) -> None:
+        self.flops: dict[str, int] = defaultdict(int)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._depth = 0
+
+    def wrap(self, obj: Any, method: str, stage: str) -> None:
+        inner = getattr(obj, method)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return inner(*args, **kwargs)
+            self._depth += 1
+            try:
+                out, flops = count_flops(lambda: inner(*args, **kwargs))
+            finally:
+                self._depth -= 1
+            self.flops[stage] += flops
+            self.calls[stage] += 1
+            return out
+
+        setattr(obj, method, counted)
+
+
+def stage_weight_passes(eng: Engine, settings: GenerationSettings) -> dict[str, tuple[int, int]]:
+    """Per stage: (weight bytes, how often one call reads them): a decode step or a diffusion step reads its
+    model's weights once each."""
+    p = eng.pipeline
+    gpt = p.gpt
+    decode = weight_bytes(gpt.gpt) + weight_bytes(gpt.final_norm) + weight_bytes(gpt.mel_head)
+    return {
+        "w2v-BERT (speaker + emotion)": (weight_bytes(p.semantic), 1),
+        "semantic codec (quantize)": (weight_bytes(p.codec), 1),
+        "CAMPPlus": (weight_bytes(p.campplus), 1),
+        "GPT speaker conditioning": (weight_bytes(getattr(gpt, "conditioning_encoder", torch.nn.Module())), 1),
+        "GPT decode": (decode, settings.max_mel_tokens),
+        "GPT latent pass": (weight_bytes(gpt.gpt), 1),
+        "semantic codec (vq2emb)": (weight_bytes(p.codec), 1),
+        "length regulator": (weight_bytes(p.s2mel.length_regulator), 1),
+        "s2mel CFM (diffusion)": (weight_bytes(p.s2mel.cfm.estimator), settings.diffusion_steps),
+        "BigVGAN": (weight_bytes(p.vocoder), 1),
+    }
+
+
+def print_floors(eng: Engine, clock: StageClock, request: SynthesisRequest) -> None:
+    """Synthesize ``request`` again with every stage under the FLOP counter (its voice must not be cached), then
+    print each timed stage against its floor."""
+    flops = FlopClock()
+    instrument(eng, clock=flops)
+    eng.synthesize(request)
+    passes = stage_weight_passes(eng, request.settings)
+    rates = machine_rates()
+    print(f"\nfloors (FLOPs counted in a second synthesis of the same text; machine: {rates})")
+    total_floor = 0.0
+    for stage, sec in clock.seconds.items():
+        per_call, reads = passes.get(stage, (0, 1))
+        work = Work(flops.flops.get(stage, 0), per_call * reads * clock.calls[stage])
+        total_floor += work.floor_seconds(rates)
+        if work.flops or work.bytes:
+            print("  " + floor_line(stage, sec, work, rates))
+    timed = sum(clock.seconds.values())
+    print(f"  all timed stages: {timed:.2f} s, floor {total_floor:.2f} s, achieved/floor {timed / total_floor:.2f} x")
+
+
+def write_clip(path: Path, seconds: float, sr: int = 24000, seed: int = 0) -> Path:
     import soundfile as sf
 
     t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     tone = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(path, (tone + 0.02 * rng.standard_normal(t.size)).astype(np.float32), sr, subtype="PCM_16")
     return path
@@ -255,6 +324,7 @@ def main() -> None:
     parser.add_argument("--greedy", action="store_true", help="greedy, 1 beam (default: upstream sampling, 3 beams)")
     parser.add_argument("--max-text-tokens", type=int, default=120, help="text tokens per segment")
     parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--no-floors", action="store_true", help="skip the FLOP-counting second synthesis")
     parser.add_argument("--model", choices=("2.0", "2.5"), default="2.0",
                         help="IndexTTS version (2.5: --codes / 2 codes per segment, the same audio length)")
     args = parser.parse_args()
@@ -319,6 +389,10 @@ def main() -> None:
           + " s")
     print(f"real-time factor: {total / audio_seconds:.2f} (wall seconds per second of audio)")
     print(f"peak RSS: {peak_rss_mib():.0f} MiB; load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    if not args.no_floors:
+        with tempfile.TemporaryDirectory() as tmp:  # another clip of the same length: nothing comes from a cache
+            voice = write_clip(Path(tmp) / "voice.wav", args.ref_seconds, seed=1)
+            print_floors(eng, clock, SynthesisRequest(args.text, voice, Emotion(), settings))
 
 
 if __name__ == "__main__":
