@@ -57,6 +57,7 @@ class Pipeline:
     fingerprint: str = "unsaved"
     qwen: QwenEmotion | None = None  # loaded on first use (emotion from text)
     voices: VoiceCache | None = None  # set by the engine that adopts the pipeline
+    version: str = "2.0"  # the IndexTTS version (core.pipeline_v25.V25Pipeline is "2.5")
 
     @property
     def limits(self) -> ModelLimits:
