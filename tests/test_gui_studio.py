@@ -282,11 +282,36 @@ def test_settings_dialog_writes_settings(studio):
     dialogs.answer("directory", str(out))
     dlg.vars["countdown"].set(1)
     dlg.vars["streaming"].set(True)
+    dlg.vars["stream_inside"].set(True)
     dlg._browse("output_dir")
     dlg.apply()
     saved = json.loads((studio.home / "config" / "settings.json").read_text())
     assert saved["output_dir"] == str(out) and saved["countdown"] == 1 and saved["streaming"] is True
+    assert saved["stream_inside"] is True
     assert app.results.stream.get() is True and app.output_dir() == out
+    assert app.results.streams_inside and app.advanced.entries["num_beams"].instate(["disabled"])
+
+
+def test_the_beams_note_follows_what_the_loaded_model_can_stream(display, audio_server, tmp_path):
+    """With a model that renders whole segments only (IndexTTS-2.5) the Beams field stays as typed."""
+    from dataclasses import replace
+
+    class WholeSegments(StandInEngine):
+        @property
+        def limits(self):
+            limits = super().limits
+            return None if limits is None else replace(limits, version="2.5", streaming=False)
+
+    studio = make_studio(tmp_path / "home", engine=WholeSegments(step_seconds=0.01))
+    app = studio.app
+    try:
+        app.results.stream.set(True)
+        app.results.stream_inside.set(True)
+        assert app.results.streams_inside and app.engine.limits is not None
+        assert not app.advanced.entries["num_beams"].instate(["disabled"])
+        assert not app.advanced.beams_note.winfo_manager()
+    finally:
+        close_studio(studio)
 
 
 def test_view_log_window_shows_the_log(studio):
