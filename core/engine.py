@@ -245,6 +245,20 @@ class Engine:
             return []
         return [seg.text for seg in self._segments(self.pipeline, text, max_tokens, lang)[0]]
 
+    def ignored_marks(self, text: str, max_tokens: int = 120, lang: str | None = None) -> int:
+        """How many ``!`` / ``"`` of ``text`` IndexTTS-2.5 drops before its GPT (the tokenizer left them alone; their
+        ids collide with the start/stop ids, as upstream): such a mark has no effect. Always 0 with 2.0."""
+        from .pipeline_v25 import V25Pipeline
+        from .text.v25 import guess_language
+
+        p = self.pipeline
+        if not isinstance(p, V25Pipeline) or not text.strip():
+            return 0
+        try:
+            return sum(s.ignored_tokens for s in p.frontend.segments(text, lang or guess_language(text), max_tokens))
+        except _text_errors() as exc:
+            raise EngineError(f"The text cannot be read: {exc}") from exc
+
     @staticmethod
     def _segments(p: AnyPipeline, text: str, max_tokens: int, lang: str | None) -> tuple[list[_Segment], int | None]:
         """The segments of ``text`` and, for IndexTTS-2.5, the GPT's language index (None for 2.0)."""

@@ -49,6 +49,7 @@ from desktop.voice_library import Voice, VoiceError, VoiceLibrary, check_clip
 from desktop.widgets.dictionary import DictionaryDialog, Glossary
 from desktop.widgets.emotion import EmotionPanel
 from desktop.widgets.local_api import LocalApiControl
+from desktop.widgets.model_bar import ModelBar
 from desktop.widgets.panels import (
     AdvancedPanel,
     FirstRunScreen,
@@ -246,6 +247,10 @@ class StudioApp:
         gen.pack(fill="x", side="bottom")
         self.text_panel.pack(fill="both", expand=True)
 
+        self.model_bar = ModelBar(right, on_model=self.choose_model_version,
+                                  on_change=lambda: self.root.after_idle(self.text_panel.update_preview),
+                                  on_ab=self.generate_ab)
+        self.model_bar.pack(fill="x", pady=(0, 8))
         self.voice_panel = VoicePanel(
             right,
             self.library,
@@ -318,7 +323,116 @@ class StudioApp:
             tokens = int(float(self.advanced.vars["max_text_tokens_per_segment"].get()))
         except (ValueError, AttributeError):
             tokens = GenerationSettings().max_text_tokens_per_segment
-        return self.engine.split_text(text, max(1, tokens))
+        if not self._is_v25():
+            return self.engine.split_text(text, max(1, tokens))
+        lang, tokens = self.model_bar.lang_for(text), self._segment_tokens(text, max(1, tokens))
+        segments = self.engine.split_text(text, tokens, lang)
+        dropped = self.engine.ignored_marks(text, tokens, lang)
+        if dropped:  # said in the preview, under the segments (upstream drops them too: we do not diverge)
+            self.root.after_idle(lambda: self.text_panel.preview.insert(
+                "end", f"  note: {dropped} \u2018!\u2019 or \u2018\"\u2019 here ha{'s' if dropped == 1 else 've'} no "
+                "effect in IndexTTS-2.5 (the model never sees a lone ! or \")"))
+        return segments
+
+    # --- the model (IndexTTS 2.0 / 2.5) -----------------------------------------------------------------------
+    def _is_v25(self) -> bool:
+        limits = self.engine.limits
+        return limits is not None and limits.version == "2.5"
+
+    def _segment_tokens(self, text: str, tokens: int) -> int:
+        """IndexTTS-2.5 at the default tokens per segment: its language's default (core.text.v25)."""
+        if tokens != GenerationSettings.max_text_tokens_per_segment:
+            return tokens
+        return self.model_bar.default_tokens(self.model_bar.lang_for(text))
+
+    def version_folder(self, version: str | None = None) -> Path | None:
+        """The folder of ``version`` (default: the picker's) for the model folder, where it is installed."""
+        from core.models import installed_versions, version_dir
+
+        if self.model_dir is None:
+            return None
+        version = version or self.settings.model_version
+        return version_dir(self.model_dir, version) if version in installed_versions(self.model_dir) else \
+            self.model_dir
+
+    def _update_model_bar(self) -> None:
+        from core.models import installed_versions
+
+        limits = self.engine.limits
+        versions = installed_versions(self.model_dir) if self.model_dir is not None else []
+        self.model_bar.set_versions(versions, limits.version if limits is not None else self.settings.model_version)
+
+    def choose_model_version(self, version: str) -> None:
+        """The model picker: load that version (the next jobs use it); remembered."""
+        if self.state is not AppState.READY or version == (self.engine.limits and self.engine.limits.version):
+            self._update_model_bar()
+            return
+        self.settings = replace(self.settings, model_version=version)
+        self._save_settings()
+        self.load_engine()
+
+    def _with_model(self, synthesis: SynthesisRequest, version: str) -> SynthesisRequest:
+        """The request for ``version``: 2.5 gets the language, duration and its tokens per segment; 2.0 neither."""
+        s = synthesis.settings
+        if version != "2.5":
+            return replace(synthesis, settings=replace(s, lang=None, duration_factor=1.0))
+        return replace(synthesis, settings=replace(
+            s, lang=self.model_bar.lang(), duration_factor=self.model_bar.duration_factor(),
+            max_text_tokens_per_segment=self._segment_tokens(synthesis.text, s.max_text_tokens_per_segment)))
+
+    def generate_ab(self) -> Job | None:
+        """A/B: the same text, voice, emotion and seed with IndexTTS-2.0, then 2.5; both takes go to the history
+        (play or keep either); the picker's model is loaded again afterwards."""
+        from core.models import installed_versions
+
+        if self.state is not AppState.READY or self.model_dir is None:
+            return None
+        if not {"2.0", "2.5"} <= set(installed_versions(self.model_dir)):
+            self.error("A/B", "A/B needs both IndexTTS-2.0 and IndexTTS-2.5 in the model folder "
+                              "(python main.py models download --model 2.5).")
+            return None
+        try:
+            base = self.build_request()
+        except UserError as exc:
+            self.error("A/B", exc)
+            return None
+        requests = [replace(base, synthesis=self._with_model(base.synthesis, v), stream=False,
+                            voice_label=f"{base.voice_label} \u00b7 IndexTTS-{v}") for v in ("2.0", "2.5")]
+        folders = [self.version_folder(v) for v in ("2.0", "2.5")]
+        back = self.version_folder()
+        engine, lock, device, fp16 = self.engine, self._engine_lock, self.device, self.settings.fp16
+
+        def work(job: Job, post: Callable) -> list[SynthesisResult]:
+            results = []
+            with _engine_turn(lock, job):
+                try:
+                    for folder, request in zip(folders, requests):
+                        engine.load(folder, device=device, fp16=fp16)
+                        results.append(engine.synthesize(request.synthesis, cancel=job.cancel,
+                                                         on_progress=lambda p: post("progress", p)))
+                finally:
+                    if folders[-1] != back:
+                        engine.load(back, device=device, fp16=fp16)
+            return results
+
+        def done(results: list[SynthesisResult]) -> None:
+            self.results.add(HistoryEntry(request=requests[0], result=results[0]))
+            self._job_done(requests[1], results[1])
+            self._update_model_bar()
+            self.status.set(f"A/B: IndexTTS-2.0 {results[0].duration:.1f} s, IndexTTS-2.5 {results[1].duration:.1f} s "
+                            "of audio; both takes are in the history.")
+
+        def failed(exc: BaseException) -> None:
+            self._job_failed(exc)
+            self._update_model_bar()
+
+        self.results.begin_stream()
+        self.job_started, self.last_progress = time.monotonic(), None
+        self.stage.set("A/B: IndexTTS-2.0, then 2.5\u2026")
+        self.job = self.worker.start("ab", work, done, failed, self._job_message)
+        self.refresh_state()
+        self._tick_timing()
+        return self.job
 
     def show_first_run(self, problem: str) -> None:
         self.first_run.show_problem(self.model_dir, problem)
@@ -346,7 +460,7 @@ class StudioApp:
             return
         self.show_studio()
         self.status.set("Loading the models\u2026")
-        model_dir, device, fp16 = self.model_dir, self.device, self.settings.fp16
+        model_dir, device, fp16 = self.version_folder(), self.device, self.settings.fp16
 
         engine, lock = self.engine, self._engine_lock  # the worker must not hold the window (Tk objects)
 
@@ -361,6 +475,7 @@ class StudioApp:
             self.stage.set("")
             self.progress.set(0)
             self.refresh_state()
+            self._update_model_bar()
             self.text_panel.update_preview()
             self._stream_changed(self.results.streams_inside)  # the Beams note follows what the model can stream
             self._start_pending_voices()
@@ -437,6 +552,8 @@ class StudioApp:
             except VoiceError as exc:
                 raise UserError(f"The emotion clip cannot be used. {exc}") from None
         synthesis = SynthesisRequest(text=text, voice=voice, emotion=emotion, settings=settings)
+        limits = self.engine.limits
+        synthesis = self._with_model(synthesis, limits.version if limits is not None else "2.0")
         try:
             synthesis.validate(self.engine.limits)  # the loaded model's limits too: nothing starts that would fail
         except SettingError as exc:

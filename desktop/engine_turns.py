@@ -86,8 +86,11 @@ class GatedEngine:
     def limits(self) -> ModelLimits | None:
         return self._engine.limits
 
-    def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
-        return self._engine.split_text(text, max_tokens)
+    def split_text(self, text: str, max_tokens: int = 120, lang: str | None = None) -> list[str]:
+        return self._engine.split_text(text, max_tokens, lang)
+
+    def ignored_marks(self, text: str, max_tokens: int = 120, lang: str | None = None) -> int:
+        return self._engine.ignored_marks(text, max_tokens, lang)
 
     def prepare_voice(self, clip: str | Path) -> object:
         with self._turns.turn(self._source, f"preparing {Path(clip).name}"):

@@ -110,6 +110,7 @@ class AppSettings:
     """Settings from the Settings dialog (``settings.json``)."""
 
     model_dir: str = ""
+    model_version: str = "2.0"  # the studio's model picker: IndexTTS "2.0" or "2.5" (core.models.version_dir)
     device: str = "auto"  # one of core.device.DEVICES: auto | cuda | cpu | mps
     fp16: bool = FP16_ON_CUDA  # only used on CUDA
     output_dir: str = ""

@@ -38,6 +38,7 @@ from core.api import (
     silence_gap,
 )
 from core.device import DEVICES
+from core.models import is_v25_dir
 from core.text.normalizer import GlossaryError, TextNormalizer, glossary_entries, use_chinese_grammar
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class StandInEngine:
         self.device = "cpu"
         self.calls: list[dict] = []  # what synthesize was asked (SynthesisRequest.to_dict()), for tests and the log
         self.prepared: list[str] = []  # the clips prepare_voice was given
+        self.loads: list[str] = []  # the folders load was given
         self._limits = ModelLimits(max_mel_tokens=1815, max_text_tokens=600)  # IndexTTS-2's config
         self._normalizer = TextNormalizer()  # only its glossary step: the pronunciation dictionary
 
@@ -96,6 +98,9 @@ class StandInEngine:
         if on_progress:
             on_progress(Progress(stage="Ready", fraction=1.0))
         self.device = "cpu" if device == "auto" else device
+        base = ModelLimits(max_mel_tokens=1815, max_text_tokens=600)  # IndexTTS-2's config
+        self._limits = base.as_v25() if model_dir is not None and is_v25_dir(model_dir) else base  # as the Engine
+        self.loads.append(str(model_dir) if model_dir is not None else "")
         self._loaded = True
         log.info("stand-in engine loaded (device=%s, fp16=%s)", self.device, fp16)
 
@@ -118,7 +123,11 @@ class StandInEngine:
     def glossary_terms(self, text: str) -> dict:
         return self._normalizer.terms_in(text)
 
-    def split_text(self, text: str, max_tokens: int = 120) -> list[str]:
+    def ignored_marks(self, text: str, max_tokens: int = 120, lang: str | None = None) -> int:
+        """IndexTTS-2.5 drops every ``!`` and ``"`` standing alone (here: every one); 0 for 2.0."""
+        return text.count("!") + text.count('"') if self._limits.version == "2.5" else 0
+
+    def split_text(self, text: str, max_tokens: int = 120, lang: str | None = None) -> list[str]:
         """One segment per sentence (after the dictionary's readings); a sentence longer than ``max_tokens`` is split
         at commas, then words."""
         text = self._normalizer.apply_glossary(text, "zh" if use_chinese_grammar(text) else "en")
