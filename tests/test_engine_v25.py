@@ -156,3 +156,14 @@ def test_missing_vocabulary_is_one_clear_error(tmp_path: Path) -> None:
     msg = str(info.value)
     assert "\n" not in msg and "has no multilingual_zh_ja_yue_char_del.tiktoken" in msg
     assert "models download --model 2.5" in msg
+
+
+def test_ignored_marks_as_upstream_drops_them(engine: Engine) -> None:
+    """The ``!`` / ``"`` ids the GPT drops (the golden's count less the stop id it also drops)."""
+    meta = json.loads(ref("v2_5", "gpt", "meta.json").read_text(encoding="utf-8"))
+    for text in meta["texts"]:
+        lang = text["lang"].lower()
+        assert engine.ignored_marks(text["text"], 120, lang) == text["n_dropped_0_1"] - 1, text["text"]
+    two = Engine()
+    two.load(tiny_model_dir(), device="cpu")
+    assert two.ignored_marks(meta["texts"][0]["text"]) == 0
