@@ -9,9 +9,9 @@ request becomes one :class:`core.api.SynthesisRequest` and one ``engine.synthesi
 
 Audio is streamed: the first piece's bytes go out as soon as the engine has made it final (``on_chunk``: each
 segment, or with ``settings.stream: true`` pieces inside a segment, one beam; a text of one segment without
-``stream`` comes as a complete file). Nothing here blocks the event loop: the jobs run one after another on one long-lived
-worker thread (a fresh thread per job would pay torch's per-thread warm-up every time, about doubling a short
-job), which hands segments over through an asyncio queue.
+``stream`` comes as a complete file). Nothing here blocks the event loop: the jobs run one after another on one
+long-lived worker thread (a fresh thread per job would pay torch's per-thread warm-up every time, about doubling a
+short job), which hands segments over through an asyncio queue.
 """
 
 from __future__ import annotations
