@@ -104,3 +104,27 @@ def test_duration_with_2_0_and_missing_vocabulary(work: Path, tmp_path: Path) ->
     assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1
     assert "IndexTTS-2.5 is not installed in" in none.stderr
     assert not (work / "bad.wav").exists()
+
+
+def test_models_check_model_2_5(work: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_cli import REPO
+
+    def check(folder: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "main.py"), "models", "check", "--model", "2.5", "--dir",
+                               str(folder)], capture_output=True, text=True, timeout=120,
+                              env={"HF_HUB_CACHE": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"})
+
+    ok = check(work / "models")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[0] == f"Model folder: {work / 'models' / V25_SUBDIR}"
+    assert lines[-1] == "All required model files are present."
+    assert any("codec.pth" in line for line in lines) and any("campplus_cn_common.bin" in line for line in lines)
+    broken = _side_by_side(tmp_path / "models", without="codec.pth")
+    bad = check(broken)
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[-1] == ("1 required file(s) missing or damaged: run 'python main.py models download "
+                                           "--model 2.5'.")
