@@ -82,8 +82,9 @@ def test_preview_says_a_mark_has_no_effect_in_2_5(both: Studio) -> None:
     app.text_panel.update_preview()
     both.root.update()
     rows = app.text_panel.preview.get(0, "end")
-    assert rows[-1] == "  note: 3 \u2018!\u2019 or \u2018\"\u2019 here have no effect in IndexTTS-2.5 (the model never " \
-                       "sees a lone ! or \")"
+    note = ("  note: 3 \u2018!\u2019 or \u2018\"\u2019 here have no effect in IndexTTS-2.5 (the model never sees "
+            "a lone ! or \")")
+    assert rows[-1] == note
 
 
 def test_ab_renders_two_takes(both: Studio) -> None:
