@@ -106,9 +106,8 @@ def random_w2v() -> SemanticEncoder:
     return SemanticEncoder(model, torch.randn(hidden, generator=gen) * 0.1, torch.rand(hidden, generator=gen) + 0.5)
 
 
-def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, float]]:
-    """An Engine whose every stage has the configured (released) size, random weights; seconds per build."""
-    built: dict[str, float] = {}
+def stopwatch(built: dict[str, float]) -> Callable[[str, Callable[[], Any]], Any]:
+    """``timed(name, make)``: ``make()``, its seconds recorded in ``built[name]``."""
 
     def timed(name: str, make: Callable[[], Any]) -> Any:
         t = time.perf_counter()
@@ -116,10 +115,22 @@ def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, floa
         built[name] = time.perf_counter() - t
         return out
 
+    return timed
+
+
+def random_emotions(cfg: IndexTTSConfig, campplus: CAMPPlus, model_dim: int) -> EmotionMatrices:
+    rows = sum(cfg.emo_num)
+    return EmotionMatrices.from_tensors(torch.randn(rows, campplus.cfg.embedding_size), torch.randn(rows, model_dim),
+                                       cfg.emo_num)
+
+
+def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, float]]:
+    """An Engine whose every stage has the configured (released) size, random weights; seconds per build."""
+    built: dict[str, float] = {}
+    timed = stopwatch(built)
     torch.manual_seed(0)
     gpt_cfg = cfg.require("gpt")
     campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
-    rows = sum(cfg.emo_num)
     pipeline = Pipeline(
         cfg,
         frontend=timed("text", lambda: TextFrontend(bpe)),
@@ -129,9 +140,7 @@ def build_engine(cfg: IndexTTSConfig, bpe: Path) -> tuple[Engine, dict[str, floa
         gpt=timed("GPT", lambda: random_gpt(gpt_cfg)),  # stop token disabled: exactly max_mel_tokens codes
         s2mel=timed("s2mel", lambda: S2Mel(cfg.require("s2mel"), gpt_dim=gpt_cfg.model_dim).eval()),
         vocoder=timed("BigVGAN", random_bigvgan),
-        emotions=EmotionMatrices.from_tensors(
-            torch.randn(rows, campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
-        ),
+        emotions=random_emotions(cfg, campplus, gpt_cfg.model_dim),
     )
     eng = Engine(pipeline=pipeline)
     return eng, built
@@ -175,17 +184,10 @@ def build_v25_engine(cfg: IndexTTSConfig) -> tuple[Engine, dict[str, float]]:
     from core.text.v25_vocab import VOCAB_FILE
 
     built: dict[str, float] = {}
-
-    def timed(name: str, make: Callable[[], Any]) -> Any:
-        t = time.perf_counter()
-        out = make()
-        built[name] = time.perf_counter() - t
-        return out
-
+    timed = stopwatch(built)
     torch.manual_seed(0)
     gpt_cfg = replace(cfg.require("gpt"), number_text_tokens=V25_TEXT_TOKENS)
     campplus = timed("CAMPPlus", lambda: CAMPPlus(CAMPPlusConfig()).eval())
-    rows = sum(cfg.emo_num)
     vocab = reference_root() / "v2_5" / "data" / VOCAB_FILE
     pipeline = V25Pipeline(
         cfg,
@@ -196,9 +198,7 @@ def build_v25_engine(cfg: IndexTTSConfig) -> tuple[Engine, dict[str, float]]:
         gpt=timed("GPT", lambda: random_gpt(gpt_cfg, campplus=True)),
         s2mel=timed("s2mel", lambda: S2MelV25(cfg.require("s2mel")).eval()),
         vocoder=timed("BigVGAN", random_bigvgan),
-        emotions=EmotionMatrices.from_tensors(
-            torch.randn(rows, campplus.cfg.embedding_size), torch.randn(rows, gpt_cfg.model_dim), cfg.emo_num
-        ),
+        emotions=random_emotions(cfg, campplus, gpt_cfg.model_dim),
     )
     return Engine(pipeline=pipeline), built
 
