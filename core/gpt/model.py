@@ -77,6 +77,25 @@ FAKE_PROMPT_ID = 1  # upstream's fake input_ids are torch.ones(...): the repetit
 _STRAY_GPT2_BUFFER = re.compile(r"^gpt\.h\.\d+\.attn\.(bias|masked_bias)$")
 
 
+FEW_ROWS = 8
+"""Up to this many rows (the beams of a decode step) :func:`few_rows_linear` streams the weight once."""
+
+
+def few_rows_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x, weight, bias)``; for 2..FEW_ROWS rows of a 2-D ``x`` on the CPU computed as ``W @ x^T``.
+
+    With a ``[out, in]``-contiguous weight that is one streaming pass over the weight for all rows; the CPU GEMM
+    behind ``F.linear`` with 3 rows reads it about three times (measured on the released GPT, 2 threads, one decode
+    step of 3 beams: 326 -> 99 ms; 1 thread: 317 -> 161 ms). Same dot products, summed in another order.
+    """
+    rows = x.shape[0]
+    if x.dim() != 2 or not 1 < rows <= FEW_ROWS or x.device.type != "cpu" or not weight.is_contiguous():
+        return F.linear(x, weight, bias)
+    if bias is None:
+        return torch.mm(weight, x.t()).t().contiguous()
+    return torch.addmm(bias[:, None], weight, x.t()).t().contiguous()
+
+
 class Conv1D(nn.Module):
     """HF GPT-2 ``Conv1D``: ``y = x @ W + b`` with ``W`` stored ``[in, out]``."""
 
@@ -86,7 +105,7 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.t(), self.bias)
+        return few_rows_linear(x, self.weight.t(), self.bias)
 
     def store_out_major(self, release: bool = False) -> None:
         """Keep the ``[in, out]`` parameter but back it by ``[out, in]`` memory.
@@ -462,7 +481,7 @@ class UnifiedVoice(nn.Module):
 
     def mel_logits(self, hidden: Tensor) -> Tensor:
         """ln_f output -> final_norm -> mel_head, as float32."""
-        return self.mel_head(self.final_norm(hidden)).float()
+        return few_rows_linear(self.final_norm(hidden), self.mel_head.weight, self.mel_head.bias).float()
 
     # ------------------------------------------------------------------------------------------ generation
     def new_cache(self, prompt_len: int, max_new: int, slots: int) -> KVCache:
