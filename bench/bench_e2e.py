@@ -277,7 +277,7 @@ def stage_weight_passes(eng: Engine, settings: GenerationSettings) -> dict[str, 
         "GPT speaker conditioning": (weight_bytes(getattr(gpt, "conditioning_encoder", torch.nn.Module())), 1),
         "GPT decode": (decode, settings.max_mel_tokens),
         "GPT latent pass": (weight_bytes(gpt.gpt), 1),
-        "semantic codec (vq2emb)": (weight_bytes(p.codec), 1),
+        "semantic codec (vq2emb)": (0, 1),  # a codebook lookup: reads only the rows it picks
         "length regulator": (weight_bytes(p.s2mel.length_regulator), 1),
         "s2mel CFM (diffusion)": (weight_bytes(p.s2mel.cfm.estimator), settings.diffusion_steps),
         "BigVGAN": (weight_bytes(p.vocoder), 1),
@@ -287,6 +287,7 @@ def stage_weight_passes(eng: Engine, settings: GenerationSettings) -> dict[str, 
 def print_floors(eng: Engine, clock: StageClock, request: SynthesisRequest) -> None:
     """Synthesize ``request`` again with every stage under the FLOP counter (its voice must not be cached), then
     print each timed stage against its floor."""
+    seconds, calls = dict(clock.seconds), dict(clock.calls)  # the timed run's (the clock still runs inside)
     flops = FlopClock()
     instrument(eng, clock=flops)
     eng.synthesize(request)
@@ -294,13 +295,13 @@ def print_floors(eng: Engine, clock: StageClock, request: SynthesisRequest) -> N
     rates = machine_rates()
     print(f"\nfloors (FLOPs counted in a second synthesis of the same text; machine: {rates})")
     total_floor = 0.0
-    for stage, sec in clock.seconds.items():
+    for stage, sec in seconds.items():
         per_call, reads = passes.get(stage, (0, 1))
-        work = Work(flops.flops.get(stage, 0), per_call * reads * clock.calls[stage])
+        work = Work(flops.flops.get(stage, 0), per_call * reads * calls[stage])
         total_floor += work.floor_seconds(rates)
         if work.flops or work.bytes:
             print("  " + floor_line(stage, sec, work, rates))
-    timed = sum(clock.seconds.values())
+    timed = sum(seconds.values())
     print(f"  all timed stages: {timed:.2f} s, floor {total_floor:.2f} s, achieved/floor {timed / total_floor:.2f} x")
 
 
