@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import Work, count_flops, floor_line, machine_rates, weight_bytes  # noqa: E402
+from common import Work, best_seconds, count_flops, floor_line, machine_rates, weight_bytes  # noqa: E402
 
 from core.bigvgan import Activation1d, BigVGAN, BigVGANConfig  # noqa: E402
 
@@ -71,16 +71,6 @@ def _time(fn, repeat: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def _best(fn, repeat: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -122,11 +112,11 @@ def main() -> None:
                 act = model.resblocks[3 * i].activations[0]
                 x = torch.randn(1, c, n)
                 act.use_blocks = True
-                blocks = _best(lambda act=act, x=x: act(x)) * 1e3
+                blocks = best_seconds(lambda act=act, x=x: act(x)) * 1e3
                 act.use_blocks = False
-                convs = _best(lambda act=act, x=x: act(x)) * 1e3
+                convs = best_seconds(lambda act=act, x=x: act(x)) * 1e3
                 act.use_blocks = None
-                theirs = _best(lambda act=act, x=x: upstream_style(act, x)) * 1e3
+                theirs = best_seconds(lambda act=act, x=x: upstream_style(act, x)) * 1e3
                 diff = float((act(x) - upstream_style(act, x)).abs().max())
                 print(f"    {i:5d} {c:5d} {n:7d} {blocks:12.1f} {convs:13.1f} {theirs:14.1f} {theirs / blocks:8.2f}x"
                       f"  {diff:.1e}")

@@ -55,7 +55,8 @@ class MachineRates:
         return f"SGEMM {self.gflops:.0f} GFLOP/s, memory {self.gbps:.1f} GB/s"
 
 
-def _best_seconds(fn: Callable[[], object], repeat: int) -> float:
+def best_seconds(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best of ``repeat`` timed calls of ``fn`` after one untimed warm-up call."""
     fn()
     times = []
     for _ in range(repeat):
@@ -72,9 +73,9 @@ def machine_rates(repeat: int = 5) -> MachineRates:
 
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    gflops = 2 * n**3 / _best_seconds(lambda: a @ b, repeat) / 1e9
+    gflops = 2 * n**3 / best_seconds(lambda: a @ b, repeat) / 1e9
     w, v = torch.randn(4096, 16384), torch.randn(16384)  # 256 MiB
-    gbps = w.numel() * w.element_size() / _best_seconds(lambda: torch.mv(w, v), repeat) / 1e9
+    gbps = w.numel() * w.element_size() / best_seconds(lambda: torch.mv(w, v), repeat) / 1e9
     return MachineRates(gflops, gbps)
 
 
