@@ -299,7 +299,7 @@ def print_floors(eng: Engine, clock: StageClock, request: SynthesisRequest) -> N
         per_call, reads = passes.get(stage, (0, 1))
         work = Work(flops.flops.get(stage, 0), per_call * reads * calls[stage])
         total_floor += work.floor_seconds(rates)
-        if work.flops or work.bytes:
+        if work.floor_seconds(rates) > 1e-3:  # a lookup-only stage has no meaningful floor
             print("  " + floor_line(stage, sec, work, rates))
     timed = sum(seconds.values())
     print(f"  all timed stages: {timed:.2f} s, floor {total_floor:.2f} s, achieved/floor {timed / total_floor:.2f} x")
