@@ -325,6 +325,7 @@ def render(project: Project, engine: EngineProtocol, *, only: Iterable[str] | No
         raise EngineError(f"The project {project.folder} is open read-only; it cannot be rendered here.")
     if not engine.loaded:
         raise EngineError("The models are not loaded yet; load them before rendering the project.")
+    project.use_glossary(getattr(engine, "glossary_terms", None))  # takes follow the pronunciation dictionary
     return _Queue(project, engine, cancel, on_progress, on_line).run(only)
 
 
