@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +131,17 @@ def write_tiny_model_dir(root: Path) -> Path:
     return root
 
 
+def _session_folder(prefix: str, write: Callable[[Path], Path]) -> Path:
+    """``write(<temp>/checkpoints)`` in a temporary folder removed when the test process exits."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, base, True)
+    return write(base / "checkpoints")
+
+
 @functools.cache
 def tiny_model_dir() -> Path:
     """Built once per test session (shared by test_engine and test_cli)."""
-    base = Path(tempfile.mkdtemp(prefix="indextts-tiny-models-"))
-    atexit.register(shutil.rmtree, base, True)
-    return write_tiny_model_dir(base / "checkpoints")
+    return _session_folder("indextts-tiny-models-", write_tiny_model_dir)
 
 
 def write_tiny_v25_model_dir(root: Path) -> Path:
@@ -157,9 +162,7 @@ def write_tiny_v25_model_dir(root: Path) -> Path:
 @functools.cache
 def tiny_v25_model_dir() -> Path:
     """Built once per test session; files are links into the reference set (never write into them)."""
-    base = Path(tempfile.mkdtemp(prefix="indextts-tiny-v25-"))
-    atexit.register(shutil.rmtree, base, True)
-    return write_tiny_v25_model_dir(base / "checkpoints")
+    return _session_folder("indextts-tiny-v25-", write_tiny_v25_model_dir)
 
 
 def mirror_model_dir(dst: Path, *, without: str) -> Path:
